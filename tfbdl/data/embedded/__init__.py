@@ -1,0 +1,2 @@
+"""Small, stratified, real subsets shipped inside the package (built by
+``scripts/build_embedded_subsets.py``), so tiny and smoke runs need no download."""
