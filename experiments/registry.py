@@ -1,0 +1,34 @@
+"""The experiments ``tfbdl run-all`` runs, in order. Each paper's module adds its own here."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A registered experiment: its name, the CLI words that run it, and what it reproduces."""
+
+    name: str
+    command: tuple[str, ...]  # e.g. ("data", "check"); run-all appends the common options
+    title: str
+
+
+EXPERIMENTS: tuple[Experiment, ...] = (
+    Experiment("data-check", ("data", "check"),
+               "Data layer: which data each paper gets at this scale, checked against documented facts"),
+)
+
+
+def by_name(names) -> list[Experiment]:
+    """The registered experiments named in ``names`` (all of them when empty), in run order."""
+    if not names:
+        return list(EXPERIMENTS)
+    known = {e.name for e in EXPERIMENTS}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        from tfbdl.errors import InvalidOptionError
+
+        raise InvalidOptionError(f"unknown experiment(s) {', '.join(unknown)}; "
+                                 f"registered: {', '.join(sorted(known))}")
+    return [e for e in EXPERIMENTS if e.name in names]
