@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from tfbdl.data.labels import check_int, check_labels
-from tfbdl.data.transforms import check_float01
+from tfbdl.data.transforms import check_channel_stats, check_float01
 from tfbdl.errors import InvalidOptionError, ShapeError
 
 __all__ = ["make_dataset", "dataset_size_batches"]
@@ -119,16 +119,7 @@ def make_dataset(images, labels, batch_size: int, *, shuffle: bool = False, seed
             raise InvalidOptionError(
                 "standardize must be a pair (mean, std) of per-channel arrays"
             ) from None
-        c = imgs.shape[-1]
-        mean = np.asarray(mean, dtype=np.float32)
-        std = np.asarray(std, dtype=np.float32)
-        if mean.shape != (c,) or std.shape != (c,):
-            raise ShapeError(
-                f"standardize mean and std must have shape ({c},), got {mean.shape} and "
-                f"{std.shape}; compute them with channel_stats(to_float01(images))"
-            )
-        if not (np.all(np.isfinite(std)) and np.all(std > 0)):
-            raise InvalidOptionError(f"standardize std must be finite and positive, got {std}")
+        mean, std = (a.astype(np.float32) for a in check_channel_stats(mean, std, imgs.shape[-1]))
 
     ds = tf.data.Dataset.from_tensor_slices((imgs, labs))
     if shuffle:

@@ -101,7 +101,12 @@ def standardize(images, mean, std) -> np.ndarray:
     """
     arr = _as_nhwc(images)
     _check_numeric(arr)
-    c = arr.shape[-1]
+    mean, std = check_channel_stats(mean, std, arr.shape[-1])
+    return ((arr.astype(np.float64) - mean) / std).astype(np.float32)
+
+
+def check_channel_stats(mean, std, c: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate per-channel ``mean, std [C]`` (finite, positive std) and return them as float64."""
     mean = np.asarray(mean, dtype=np.float64)
     std = np.asarray(std, dtype=np.float64)
     if mean.shape != (c,) or std.shape != (c,):
@@ -114,7 +119,7 @@ def standardize(images, mean, std) -> np.ndarray:
             f"std must be finite and positive in every channel, got {std}; a constant channel "
             f"cannot be standardised, drop it or pass std=1 for it"
         )
-    return ((arr.astype(np.float64) - mean) / std).astype(np.float32)
+    return mean, std
 
 
 def global_contrast_normalize(images, scale: float = 1.0, sqrt_bias: float = 10.0,
