@@ -1,0 +1,103 @@
+"""A network description from :mod:`tfbdl.kernels.layers` as a ``gpflow.kernels.Kernel``."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+import gpflow
+from check_shapes import check_shapes
+
+from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.kernels.layers import Layer, MapState, PairIndex
+
+KINDS = ("nngp", "ntk")
+
+
+class ConvNetKernel(gpflow.kernels.Kernel):
+    """The NNGP (or NTK) kernel of an infinitely wide CNN, over images flattened to ``[N, H*W*C]``.
+
+    ``network`` must end in a layer that reduces the feature map to 1x1 (``Readout()``). The
+    kernel is computed in the dtype of its inputs (float64 is right for a Cholesky; float32 is
+    about twice as fast). ``K(X)`` evaluates only the upper triangle of pairs and mirrors it;
+    pairs are processed ``pair_batch`` at a time, so memory stays bounded for large inputs.
+    """
+
+    def __init__(self, network: Layer, image_shape, *, kind: str = "nngp", pair_batch: int = 2048,
+                 name: str | None = None):
+        super().__init__(name=name)
+        if kind not in KINDS:
+            raise InvalidOptionError(f"kind must be one of {KINDS}, got {kind!r}")
+        image_shape = tuple(int(s) for s in image_shape)
+        if len(image_shape) != 3 or min(image_shape) < 1:
+            raise InvalidOptionError(f"image_shape must be (height, width, channels), got {image_shape}")
+        if int(pair_batch) < 1:
+            raise InvalidOptionError(f"pair_batch must be >= 1, got {pair_batch}")
+        self.network = network
+        self.image_shape = image_shape
+        self.kind = kind
+        self.pair_batch = int(pair_batch)
+
+    # ------------------------------------------------------------------ inputs
+    def _images(self, X) -> tf.Tensor:
+        """[N, H*W*C] -> [N, H, W, C], with a clear error for a wrong width."""
+        X = tf.convert_to_tensor(X)
+        size = int(np.prod(self.image_shape))
+        if X.shape.rank != 2 or X.shape[-1] != size:
+            raise ShapeError(f"inputs must be images flattened to [N, {size}] for image shape "
+                             f"{self.image_shape}, got {X.shape}")
+        return tf.reshape(X, (-1, *self.image_shape))
+
+    def _trace(self, images: tf.Tensor) -> tuple[MapState, list]:
+        """Per-sample variance maps through the network, and their values at each nonlinearity."""
+        variances = tf.reduce_mean(tf.square(images), axis=-1)  # [N, H, W]
+        trace: list = []
+        start = MapState(variances, tf.zeros_like(variances) if self.kind == "ntk" else None)
+        return self.network.variance(start, trace), trace
+
+    def _result(self, state: MapState) -> tf.Tensor:
+        maps = state.ntk if self.kind == "ntk" else state.nngp
+        if maps.shape[-2:] != (1, 1):
+            raise ShapeError(f"the network ends with {tuple(maps.shape[-2:])} feature maps; end it with "
+                             "Readout() (or a conv the size of the feature map) to get one value per pair")
+        return maps[:, 0, 0]
+
+    # ------------------------------------------------------------------ gpflow API
+    @check_shapes("X: [N, D]", "return: [N]")
+    def K_diag(self, X):
+        state, _ = self._trace(self._images(X))
+        return self._result(state)
+
+    @check_shapes("X: [N, D]", "X2: [M, D]", "return: [N, M]")
+    def K(self, X, X2=None):
+        x = self._images(X)
+        _, trace_x = self._trace(x)
+        n = x.shape[0]
+        if X2 is None:
+            rows, cols = np.triu_indices(n)
+            values = self._pair_values(x, x, trace_x, trace_x, rows, cols, same=rows == cols)
+            upper = tf.scatter_nd(np.stack([rows, cols], axis=1), values, (n, n))
+            return upper + tf.transpose(upper) - tf.linalg.diag(tf.linalg.diag_part(upper))
+        y = self._images(X2)
+        _, trace_y = self._trace(y)
+        m = y.shape[0]
+        rows, cols = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
+        values = self._pair_values(x, y, trace_x, trace_y, rows, cols, same=np.zeros(rows.size, bool))
+        return tf.reshape(values, (n, m))
+
+    def _pair_values(self, x, y, trace_x, trace_y, rows, cols, same) -> tf.Tensor:
+        """Kernel values [P] of the pairs (x[rows[p]], y[cols[p]]), ``pair_batch`` at a time."""
+        if rows.size == 0:
+            return tf.zeros((0,), dtype=x.dtype)
+        chunks = []
+        for start in range(0, rows.size, self.pair_batch):
+            r, c, s = (a[start:start + self.pair_batch] for a in (rows, cols, same))
+            cross = tf.reduce_mean(tf.gather(x, r) * tf.gather(y, c), axis=-1)  # [P, H, W]
+            pairs = PairIndex(trace_x, trace_y, tf.constant(r), tf.constant(c), tf.constant(s))
+            start_state = MapState(cross, tf.zeros_like(cross) if self.kind == "ntk" else None)
+            chunks.append(self._result(self.network.cross(start_state, pairs)))
+        return tf.concat(chunks, axis=0)
+
+
+def ntk(network: Layer, image_shape, **options) -> ConvNetKernel:
+    """The neural tangent kernel of the same network description."""
+    return ConvNetKernel(network, image_shape, kind="ntk", **options)

@@ -1,0 +1,302 @@
+"""Layers of an infinite-width CNN, each mapping the kernel of its input to the kernel of its output.
+
+Without pooling before the readout, the readout (a dense layer over the whole last feature map)
+only needs, for each pair of images, the covariance of the two networks' activations at the
+*same* spatial location (Garriga-Alonso et al. 2019). So a pair of images is represented by a
+map ``[H, W]`` of per-location covariances, and each image by its map of per-location variances.
+
+Conventions (those of the paper's code):
+
+- the input covariance at a location is the mean over channels of ``x * y``;
+- a convolution with ``var_weight`` gives each weight the prior variance
+  ``var_weight / (kernel_size**2 * channels)``, so the output covariance is
+  ``var_weight * (mean over the k x k patch) + var_bias``, zero padding counting in the mean;
+- ``padding="same"`` pads ``k // 2`` on each side; an even ``k`` covers offsets
+  ``-(k//2 - 1) .. k//2`` (as TensorFlow's "SAME"), e.g. ``-1..+2`` for ``k = 4``;
+- ``ReLU`` is the plain ReLU, so a variance ``v`` becomes ``v / 2``.
+
+The NTK is carried alongside when asked for (``MapState.ntk``): a layer with weights adds its
+output NNGP to the propagated NTK, a nonlinearity multiplies the NTK by the derivative kernel.
+
+Shapes: a pair map is ``[P, H, W]`` (P pairs), a sample's variance map ``[N, H, W]``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import gpflow
+import numpy as np
+import tensorflow as tf
+from gpflow.utilities import positive
+
+from tfbdl.errors import InvalidOptionError, ShapeError
+
+
+class MapState(NamedTuple):
+    """Per-location NNGP covariances ``nngp [P, H, W]`` and, optionally, NTK values ``ntk``."""
+
+    nngp: tf.Tensor
+    ntk: tf.Tensor | None = None
+
+
+class PairIndex:
+    """Which samples each pair map belongs to, and the samples' variance maps at every
+    nonlinearity (recorded by a variance pass in the same traversal order as the pair pass).
+
+    idx_x, idx_y: int [P]; same: bool [P], true where a pair is a sample with itself (its
+    nonlinearity output is then the exact variance, never arccos(~1)).
+    """
+
+    def __init__(self, trace_x: list, trace_y: list, idx_x, idx_y, same):
+        self.trace_x, self.trace_y = trace_x, trace_y
+        self.idx_x, self.idx_y, self.same = idx_x, idx_y, same
+        self._position = 0
+
+    def next_variances(self) -> tuple[tf.Tensor, tf.Tensor]:
+        """The variance maps [P, H, W] of each pair's two samples at the next nonlinearity."""
+        vx = tf.gather(self.trace_x[self._position], self.idx_x)
+        vy = tf.gather(self.trace_y[self._position], self.idx_y)
+        self._position += 1
+        return vx, vy
+
+
+def _variance_parameter(value: float, name: str) -> gpflow.Parameter:
+    """A positive gpflow Parameter; a zero variance is a fixed zero (positive() cannot hold 0)."""
+    if value < 0:
+        raise InvalidOptionError(f"{name} must be >= 0, got {value}")
+    if value == 0:
+        return gpflow.Parameter(0.0, trainable=False, name=name)
+    return gpflow.Parameter(value, transform=positive(), name=name)
+
+
+class Layer(gpflow.base.Module):
+    """One step of the kernel recursion."""
+
+    def variance(self, state: MapState, trace: list) -> MapState:
+        """Propagate per-sample variance maps; nonlinearities append their input to ``trace``."""
+        raise NotImplementedError
+
+    def cross(self, state: MapState, pairs: PairIndex) -> MapState:
+        """Propagate pair covariance maps."""
+        raise NotImplementedError
+
+
+class Identity(Layer):
+    """The identity (the skip branch of a residual block)."""
+
+    def variance(self, state, trace):
+        return state
+
+    def cross(self, state, pairs):
+        return state
+
+
+class Conv2d(Layer):
+    """A convolution of ``kernel_size`` with ``stride`` and ``padding`` ("same", "valid" or an int).
+
+    Output covariance: ``var_weight * mean over the k x k patch + var_bias`` (see module docstring).
+    """
+
+    def __init__(self, kernel_size: int, *, stride: int = 1, padding="same", var_weight: float = 1.0,
+                 var_bias: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        if int(kernel_size) < 1 or int(stride) < 1:
+            raise InvalidOptionError(f"kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
+        if padding not in ("same", "valid") and not (isinstance(padding, int) and padding >= 0):
+            raise InvalidOptionError(f"padding must be 'same', 'valid' or an int >= 0, got {padding!r}")
+        self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), padding
+        self.var_weight = _variance_parameter(var_weight, "var_weight")
+        self.var_bias = _variance_parameter(var_bias, "var_bias")
+
+    def taps(self) -> np.ndarray:
+        """Offsets of the patch relative to the output location (before striding)."""
+        k = self.kernel_size
+        if self.padding == "same":
+            return np.arange(k) - (k - 1) // 2 if k % 2 else np.arange(k) - (k // 2 - 1)
+        pad = 0 if self.padding == "valid" else self.padding
+        return np.arange(k) - pad
+
+    def box_matrix(self, size: int) -> np.ndarray:
+        """A ``[size_out, size]`` 0/1 matrix summing each output's patch along one axis."""
+        taps = self.taps()
+        if self.padding == "same":
+            starts = np.arange(0, size, self.stride)
+        else:
+            pad = 0 if self.padding == "valid" else self.padding
+            size_out = (size + 2 * pad - self.kernel_size) // self.stride + 1
+            if size_out < 1:
+                raise ShapeError(f"a {self.kernel_size}x{self.kernel_size} conv with padding {self.padding!r} "
+                                 f"does not fit a {size}-pixel feature map")
+            starts = np.arange(size_out) * self.stride
+        matrix = np.zeros((starts.size, size))
+        for row, centre in enumerate(starts):
+            cols = centre + taps
+            cols = cols[(cols >= 0) & (cols < size)]
+            matrix[row, cols] = 1.0
+        return matrix
+
+    def _box_mean(self, maps: tf.Tensor) -> tf.Tensor:
+        """Patch means of maps [P, H, W] -> [P, H', W'] as two small matmuls (separable filter)."""
+        h, w = maps.shape[-2], maps.shape[-1]
+        rows = tf.constant(self.box_matrix(h) / self.kernel_size, dtype=maps.dtype)
+        cols = tf.constant(self.box_matrix(w) / self.kernel_size, dtype=maps.dtype)
+        return tf.einsum("ih,phw,jw->pij", rows, maps, cols)
+
+    def _apply(self, state: MapState) -> MapState:
+        dtype = state.nngp.dtype
+        weight, bias = tf.cast(self.var_weight, dtype), tf.cast(self.var_bias, dtype)
+        nngp = weight * self._box_mean(state.nngp) + bias
+        ntk = None if state.ntk is None else weight * self._box_mean(state.ntk) + nngp
+        return MapState(nngp, ntk)
+
+    def variance(self, state, trace):
+        return self._apply(state)
+
+    def cross(self, state, pairs):
+        return self._apply(state)
+
+
+class Readout(Layer):
+    """The dense layer that sees the whole last feature map: ``var_bias + var_weight * mean``.
+
+    (In the paper's code it is a conv whose kernel is the feature map's size, without padding.)
+    Output maps are ``[P, 1, 1]``.
+    """
+
+    def __init__(self, *, var_weight: float = 1.0, var_bias: float = 0.0, name: str | None = None):
+        super().__init__(name=name)
+        self.var_weight = _variance_parameter(var_weight, "var_weight")
+        self.var_bias = _variance_parameter(var_bias, "var_bias")
+
+    def _apply(self, state: MapState) -> MapState:
+        dtype = state.nngp.dtype
+        weight, bias = tf.cast(self.var_weight, dtype), tf.cast(self.var_bias, dtype)
+        nngp = weight * tf.reduce_mean(state.nngp, axis=[-2, -1], keepdims=True) + bias
+        ntk = None if state.ntk is None else weight * tf.reduce_mean(state.ntk, axis=[-2, -1], keepdims=True) + nngp
+        return MapState(nngp, ntk)
+
+    def variance(self, state, trace):
+        return self._apply(state)
+
+    def cross(self, state, pairs):
+        return self._apply(state)
+
+
+class Nonlinearity(Layer):
+    """An elementwise nonlinearity: needs each pair's two variances at its input."""
+
+    def pair_map(self, c, vx, vy):
+        """Output covariance and derivative kernel for covariance c and variances vx, vy."""
+        raise NotImplementedError
+
+    def self_map(self, v):
+        """Output variance and derivative kernel of a sample with itself (exact, no arccos)."""
+        raise NotImplementedError
+
+    def variance(self, state, trace):
+        trace.append(state.nngp)
+        out, derivative = self.self_map(state.nngp)
+        return MapState(out, None if state.ntk is None else state.ntk * derivative)
+
+    def cross(self, state, pairs):
+        vx, vy = pairs.next_variances()
+        same = pairs.same[:, None, None]
+        # Same-sample pairs take the exact self map; their covariance is replaced by 0 in the
+        # general formula so that neither its value nor its gradient can be NaN.
+        c = tf.where(same, tf.zeros_like(state.nngp), state.nngp)
+        out, derivative = self.pair_map(c, vx, vy)
+        self_out, self_derivative = self.self_map(vx)
+        out = tf.where(same, self_out, out)
+        ntk = None
+        if state.ntk is not None:
+            ntk = state.ntk * tf.where(same, self_derivative * tf.ones_like(derivative), derivative)
+        return MapState(out, ntk)
+
+
+class ReLU(Nonlinearity):
+    """ReLU: the arc-cosine kernel of degree 1 (Cho and Saul 2009), scaled for a plain ReLU.
+
+    ``E[relu(u) relu(v)] = (sqrt(vx vy - c^2) + (pi - theta) c) / (2 pi)``, ``cos theta = c / sqrt(vx vy)``;
+    derivative kernel ``E[relu'(u) relu'(v)] = (pi - theta) / (2 pi)``.
+    """
+
+    def pair_map(self, c, vx, vy):
+        tiny = np.finfo(np.float32).tiny
+        product = vx * vy + tiny
+        cos_theta = tf.clip_by_value(c * tf.math.rsqrt(product), -1.0, 1.0)
+        sin_term = tf.sqrt(tf.maximum(product - tf.square(c), 0.0))
+        theta = tf.acos(cos_theta)
+        out = (sin_term + (math.pi - theta) * c) / (2 * math.pi)
+        return out, (math.pi - theta) / (2 * math.pi)
+
+    def self_map(self, v):
+        return v / 2, tf.constant(0.5, dtype=v.dtype)
+
+
+class Erf(Nonlinearity):
+    """Erf: the arcsine kernel (Williams 1997).
+
+    ``E[erf(u) erf(v)] = (2/pi) arcsin(2c / sqrt((1 + 2 vx)(1 + 2 vy)))``; derivative kernel
+    ``(4/pi) / sqrt((1 + 2 vx)(1 + 2 vy) - 4 c^2)``.
+    """
+
+    def pair_map(self, c, vx, vy):
+        product = (1 + 2 * vx) * (1 + 2 * vy)
+        out = (2 / math.pi) * tf.asin(tf.clip_by_value(2 * c * tf.math.rsqrt(product), -1.0, 1.0))
+        return out, (4 / math.pi) * tf.math.rsqrt(product - 4 * tf.square(c))
+
+    def self_map(self, v):
+        return (2 / math.pi) * tf.asin(2 * v / (1 + 2 * v)), (4 / math.pi) * tf.math.rsqrt(1 + 4 * v)
+
+
+class Sequential(Layer):
+    """Layers applied one after another."""
+
+    def __init__(self, *layers: Layer, name: str | None = None):
+        super().__init__(name=name)
+        for layer in layers:
+            if not isinstance(layer, Layer):
+                raise InvalidOptionError(f"Sequential takes kernel layers, got {type(layer).__name__}")
+        self.layers = list(layers)
+
+    def variance(self, state, trace):
+        for layer in self.layers:
+            state = layer.variance(state, trace)
+        return state
+
+    def cross(self, state, pairs):
+        for layer in self.layers:
+            state = layer.cross(state, pairs)
+        return state
+
+
+class Sum(Layer):
+    """The sum of independent branches applied to the same input (e.g. a residual block)."""
+
+    def __init__(self, *branches: Layer, name: str | None = None):
+        super().__init__(name=name)
+        if not branches:
+            raise InvalidOptionError("Sum needs at least one branch")
+        self.branches = list(branches)
+
+    @staticmethod
+    def _add(states: list[MapState]) -> MapState:
+        shapes = {tuple(s.nngp.shape[-2:]) for s in states}
+        if len(shapes) > 1:
+            raise ShapeError(f"the branches of a Sum give feature maps of different sizes {sorted(shapes)}")
+        nngp = tf.add_n([s.nngp for s in states])
+        ntk = None if states[0].ntk is None else tf.add_n([s.ntk for s in states])
+        return MapState(nngp, ntk)
+
+    def variance(self, state, trace):
+        return self._add([branch.variance(state, trace) for branch in self.branches])
+
+    def cross(self, state, pairs):
+        return self._add([branch.cross(state, pairs) for branch in self.branches])
+
+
+def ResidualBlock(*layers: Layer, name: str | None = None) -> Sum:
+    """``K <- K + f(K)``: the identity plus the branch ``Sequential(*layers)``."""
+    return Sum(Identity(), Sequential(*layers), name=name)
