@@ -207,3 +207,12 @@ def test_bad_inputs_are_named_errors():
         ConvNetKernel(Sequential(Conv2d(3), ReLU()), (4, 4, 1)).K_diag(np.zeros((1, 16)))
     with pytest.raises(InvalidOptionError, match="var_weight must be >= 0"):
         Conv2d(3, var_weight=-1.0)
+
+
+def test_fast_arccos_matches_numpy_to_rounding():
+    from tfbdl.kernels.fastmath import acos
+
+    x = np.concatenate([np.linspace(-1, 1, 200_001), [-1.0, -0.5, 0.0, 0.5, 1.0, 1 - 1e-12, -1 + 1e-12]])
+    np.testing.assert_allclose(acos(x).numpy(), np.arccos(x), rtol=0, atol=1e-15)  # 2 ulp of pi
+    x32 = x.astype(np.float32)
+    np.testing.assert_allclose(acos(x32).numpy(), np.arccos(x32.astype(np.float64)), rtol=0, atol=4e-7)

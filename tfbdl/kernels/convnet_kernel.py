@@ -88,14 +88,27 @@ class ConvNetKernel(gpflow.kernels.Kernel):
         """Kernel values [P] of the pairs (x[rows[p]], y[cols[p]]), ``pair_batch`` at a time."""
         if rows.size == 0:
             return tf.zeros((0,), dtype=x.dtype)
+        size = min(self.pair_batch, rows.size)
         chunks = []
-        for start in range(0, rows.size, self.pair_batch):
-            r, c, s = (a[start:start + self.pair_batch] for a in (rows, cols, same))
-            cross = tf.reduce_mean(tf.gather(x, r) * tf.gather(y, c), axis=-1)  # [P, H, W]
-            pairs = PairIndex(trace_x, trace_y, tf.constant(r), tf.constant(c), tf.constant(s))
-            start_state = MapState(cross, tf.zeros_like(cross) if self.kind == "ntk" else None)
-            chunks.append(self._result(self.network.cross(start_state, pairs)))
+        for start in range(0, rows.size, size):
+            r, c, s = (a[start:start + size] for a in (rows, cols, same))
+            count = r.size
+            if count < size:
+                # Pad to one compiled shape. Padding pairs are marked same-sample, which takes
+                # the exact path (no arccos(1) whose infinite gradient would poison the rest).
+                r, c, s = (np.concatenate([a, np.full(size - count, fill, a.dtype)])
+                           for a, fill in ((r, 0), (c, 0), (s, True)))
+            values = self._chunk_values(x, y, trace_x, trace_y, tf.constant(r), tf.constant(c), tf.constant(s))
+            chunks.append(values[:count])
         return tf.concat(chunks, axis=0)
+
+    @tf.function(jit_compile=True, reduce_retracing=True)
+    def _chunk_values(self, x, y, trace_x, trace_y, rows, cols, same):
+        """One compiled step: kernel values [P] of the pairs (x[rows], y[cols])."""
+        cross = tf.reduce_mean(tf.gather(x, rows) * tf.gather(y, cols), axis=-1)  # [P, H, W]
+        pairs = PairIndex(trace_x, trace_y, rows, cols, same)
+        start_state = MapState(cross, tf.zeros_like(cross) if self.kind == "ntk" else None)
+        return self._result(self.network.cross(start_state, pairs))
 
 
 def ntk(network: Layer, image_shape, **options) -> ConvNetKernel:

@@ -32,6 +32,7 @@ import tensorflow as tf
 from gpflow.utilities import positive
 
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.kernels import fastmath
 
 
 class MapState(NamedTuple):
@@ -227,7 +228,7 @@ class ReLU(Nonlinearity):
         product = vx * vy + tiny
         cos_theta = tf.clip_by_value(c * tf.math.rsqrt(product), -1.0, 1.0)
         sin_term = tf.sqrt(tf.maximum(product - tf.square(c), 0.0))
-        theta = tf.acos(cos_theta)
+        theta = fastmath.acos(cos_theta)
         out = (sin_term + (math.pi - theta) * c) / (2 * math.pi)
         return out, (math.pi - theta) / (2 * math.pi)
 
