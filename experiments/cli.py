@@ -29,9 +29,10 @@ def cli():
 
 
 def _register_commands() -> None:
-    from experiments import data_commands, run_all
+    from experiments import convnet_gp, data_commands, run_all
 
     cli.add_command(data_commands.data)
+    cli.add_command(convnet_gp.convnet_gp)
     cli.add_command(run_all.run_all)
 
 

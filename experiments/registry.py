@@ -17,6 +17,9 @@ class Experiment:
 EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("data-check", ("data", "check"),
                "Data layer: which data each paper gets at this scale, checked against documented facts"),
+    Experiment("convnet-gp", ("convnet-gp", "run"),
+               "Deep Convolutional Networks as shallow Gaussian Processes: ConvNet GP kernel, exact GP "
+               "classification"),
 )
 
 

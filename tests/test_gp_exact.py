@@ -1,0 +1,288 @@
+"""In-place Cholesky with jitter, and exact GP classification on centred one-hot targets."""
+
+import subprocess
+import sys
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from tfbdl.errors import InvalidOptionError, TfbdlError
+from tfbdl.gp import (
+    JitterWarning,
+    NotPositiveDefiniteError,
+    centred_targets,
+    cho_solve_inplace,
+    cholesky_inplace,
+    classify,
+    fit_predict,
+    noise_grid,
+    restore_from_upper,
+    select_noise,
+)
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Row blocks of 64, so that the O(block * N) temporaries are small next to N^2 here."""
+    from tfbdl.gp import cholesky, exact
+
+    monkeypatch.setattr(cholesky, "_BLOCK", 64)
+    monkeypatch.setattr(exact, "_BLOCK", 64)
+
+
+def random_spd(n, seed=0):
+    X = np.random.default_rng(seed).standard_normal((n, n))
+    return X @ X.T + n * np.eye(n)
+
+
+def rbf(a, b, lengthscale=1.0):
+    d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return np.exp(-0.5 * d2 / lengthscale**2)
+
+
+def blobs(n, seed):
+    """Three well separated 2-D Gaussian blobs, labels 0, 1, 2 in turn."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0]])
+    y = np.arange(n) % 3
+    return centres[y] + 0.8 * rng.standard_normal((n, 2)), y
+
+
+# ----------------------------------------------------------------------------- cholesky
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_cholesky_matches_numpy_in_place(order):
+    K0 = random_spd(60)
+    K = np.array(K0, order=order)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", JitterWarning)
+        L, jitter = cholesky_inplace(K)
+    assert jitter == 0.0
+    assert np.shares_memory(L, K)
+    np.testing.assert_allclose(L, np.linalg.cholesky(K0), rtol=1e-10, atol=1e-10)
+
+
+def test_cholesky_overwrite_false_keeps_input():
+    K0 = random_spd(30, seed=1)
+    K = K0.copy()
+    L, _ = cholesky_inplace(K, overwrite=False)
+    assert not np.shares_memory(L, K)
+    np.testing.assert_array_equal(K, K0)
+    np.testing.assert_allclose(L @ L.T, K0, rtol=1e-10)
+
+
+def test_rank_deficient_matrix_gets_jitter_and_warns():
+    X = np.random.default_rng(0).standard_normal((50, 5))
+    K0 = X @ X.T
+    K = K0.copy()
+    with pytest.warns(JitterWarning, match="jitter"):
+        L, jitter = cholesky_inplace(K)
+    assert jitter > 0
+    assert np.shares_memory(L, K)
+    np.testing.assert_array_equal(np.triu(L, 1), 0)
+    np.testing.assert_allclose(L @ L.T, K0 + jitter * np.eye(50), atol=1e-9 * np.mean(np.diag(K0)))
+
+
+def test_negative_eigenvalue_raises_named_error_and_restores_matrix():
+    rng = np.random.default_rng(2)
+    Q, _ = np.linalg.qr(rng.standard_normal((20, 20)))
+    eig = np.linspace(1.0, 2.0, 20)
+    eig[0] = -0.5
+    K0 = (Q * eig) @ Q.T
+    K0 = (K0 + K0.T) / 2  # exactly symmetric, so restoring it from one triangle is exact
+    assert (np.diag(K0) > 0).all()  # positive diagonal: only the factorisation can tell
+    K = K0.copy()
+    with pytest.raises(NotPositiveDefiniteError, match="not positive definite") as info:
+        cholesky_inplace(K, max_tries=4)
+    assert isinstance(info.value, TfbdlError)
+    assert not isinstance(info.value, np.linalg.LinAlgError)
+    np.testing.assert_array_equal(K, K0)
+
+
+def test_nonfinite_and_bad_diagonal_raise():
+    K = random_spd(5)
+    K[1, 0] = np.nan
+    with pytest.raises(NotPositiveDefiniteError, match="NaN"):
+        cholesky_inplace(K)
+    with pytest.raises(NotPositiveDefiniteError, match="diagonal"):
+        cholesky_inplace(-np.eye(3))
+
+
+def test_failed_factorisation_leaves_upper_triangle_intact():
+    """The retry design relies on LAPACK potrf (clean=0) never touching the other triangle."""
+    X = np.random.default_rng(3).standard_normal((700, 4))  # more than one 512-row block
+    K0 = X @ X.T
+    K = K0.copy()
+    potrf = scipy.linalg.get_lapack_funcs("potrf", (K,))
+    _, info = potrf(K.T, lower=0, clean=0, overwrite_a=1)
+    assert info > 0
+    np.testing.assert_array_equal(np.triu(K, 1), np.triu(K0, 1))
+    restore_from_upper(K, np.diag(K0))
+    np.testing.assert_array_equal(K, K0)
+
+
+def test_cholesky_allocates_no_second_matrix(small_blocks):
+    X = np.random.default_rng(4).standard_normal((800, 6))
+    K = X @ X.T  # rank deficient: several attempts, each restoring K in place
+    tracemalloc.start()
+    try:
+        with pytest.warns(JitterWarning):
+            L, jitter = cholesky_inplace(K)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert jitter > 0 and np.shares_memory(L, K)
+    assert peak < K.nbytes / 4
+
+
+def test_cho_solve_inplace_solves_and_overwrites():
+    K0 = random_spd(40, seed=5)
+    B = np.random.default_rng(5).standard_normal((40, 3))
+    L, _ = cholesky_inplace(K0.copy(), clean=False)  # upper triangle keeps K: must be ignored
+    expected = np.linalg.solve(K0, B)
+    Bf = np.asfortranarray(B)
+    X = cho_solve_inplace(L, Bf)
+    np.testing.assert_allclose(X, expected, rtol=1e-9)
+    assert np.shares_memory(X, Bf)
+    np.testing.assert_allclose(cho_solve_inplace(L, B[:, 0].copy()), expected[:, 0], rtol=1e-9)
+
+
+# ----------------------------------------------------------------------------- exact GP
+
+def test_centred_targets_are_plus_minus_one_as_in_reference():
+    Y = centred_targets(np.array([0, 2, 1]), 3)
+    np.testing.assert_array_equal(Y, [[1, -1, -1], [-1, -1, 1], [-1, 1, -1]])
+    assert Y.dtype == np.float64
+    with pytest.raises(InvalidOptionError):
+        centred_targets(np.array([0, 3]), 3)
+
+
+def test_fit_predict_equals_closed_form():
+    rng = np.random.default_rng(6)
+    X, Xt = rng.standard_normal((40, 3)), rng.standard_normal((7, 3))
+    y = rng.integers(0, 4, 40)
+    Kxx, Kxt = rbf(X, X), rbf(X, Xt)
+    noise = 0.05
+    expected = Kxt.T @ np.linalg.solve(Kxx + noise * np.eye(40), centred_targets(y, 4))
+    K = Kxx.copy()
+    np.testing.assert_allclose(fit_predict(K, Kxt, y, 4, noise), expected, rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(K, Kxx)  # overwrite=False by default
+    np.testing.assert_allclose(fit_predict(K, Kxt, y, 4, noise, overwrite=True), expected,
+                               rtol=1e-8, atol=1e-10)
+
+
+def test_classify_blobs():
+    X, y = blobs(60, seed=0)
+    Xt, yt = blobs(90, seed=1)
+    result = classify(rbf(X, X, 2.0), rbf(X, Xt, 2.0), y, yt, 3, val_fraction=0.2, seed=0)
+    assert result.test_accuracy >= 0.95
+    assert result.test_error == pytest.approx(1 - result.test_accuracy)
+    assert result.predictions.shape == (90,) and result.mean.shape == (90, 3)
+    assert len(result.validation) == len(noise_grid(np.eye(2)))
+    assert result.noise in [row["noise"] for row in result.validation]
+
+
+# 1-D points 0 (class 0), 0.2 (class 1), 1.0 (class 1); validation point at -1. A near-noiseless
+# GP extrapolates the steep +1 -> -1 step and says class 0 there; with noise 1e3 the mean is the
+# kernel-weighted vote, which says class 1. So the best grid value is fixed by the label at -1.
+_X1 = np.array([[0.0], [0.2], [1.0], [-1.0]])
+
+
+@pytest.mark.parametrize("val_label, best", [(0, 1e-6), (1, 1e3)])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_select_noise_picks_the_best_value(val_label, best, overwrite):
+    K = rbf(_X1, _X1)
+    y = np.array([0, 1, 1, val_label])
+    K0 = K.copy()
+    chosen, table = select_noise(K, y, [0, 1, 2], [3], 2, [1e-6, 1e3], overwrite=overwrite)
+    assert chosen == best
+    assert [row["noise"] for row in table] == [1e-6, 1e3]
+    assert sorted(row["val_accuracy"] for row in table) == [0.0, 1.0]
+    np.testing.assert_array_equal(K, K0)  # workspace restored exactly
+
+
+def test_select_noise_ties_go_to_larger_noise():
+    X, y = blobs(30, seed=2)
+    K = rbf(X, X, 2.0)
+    chosen, table = select_noise(K, y, np.arange(20), np.arange(20, 30), 3, [1e-4, 1e-3])
+    assert [row["val_accuracy"] for row in table] == [1.0, 1.0]
+    assert chosen == 1e-3
+
+
+def test_select_noise_in_place_matches_copy_and_restores(small_blocks):
+    """Unsorted indices, points in neither set, F order and > one block of rows."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((700, 4))
+    y = rng.integers(0, 3, 700)
+    Kxx = rbf(X, X, 1.5)
+    perm = rng.permutation(700)
+    tr, va = perm[:500], perm[500:650]
+    grid = [1e-3, 1e-1, 1.0]
+    best_copy, table_copy = select_noise(Kxx, y, tr, va, 3, grid)
+    K = np.asfortranarray(Kxx)
+    tracemalloc.start()
+    try:
+        best, table = select_noise(K, y, tr, va, 3, grid, overwrite=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert best == best_copy
+    assert [r["val_accuracy"] for r in table] == [r["val_accuracy"] for r in table_copy]
+    np.testing.assert_array_equal(K, Kxx)
+    assert peak < Kxx.nbytes / 4
+
+
+def test_classify_overwrite_uses_no_second_matrix(small_blocks):
+    X, y = blobs(600, seed=3)
+    Xt, yt = blobs(30, seed=4)
+    Kxx, Kxt = rbf(X, X, 2.0), rbf(X, Xt, 2.0)
+    grid = [1e-4, 1e-2, 1.0]
+    reference = classify(Kxx, Kxt, y, yt, 3, grid=grid, seed=1)
+    K = Kxx.copy()
+    tracemalloc.start()
+    try:
+        result = classify(K, Kxt, y, yt, 3, grid=grid, seed=1, overwrite=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < Kxx.nbytes / 4
+    assert result.noise == reference.noise
+    np.testing.assert_allclose(result.mean, reference.mean, rtol=1e-8, atol=1e-10)
+    np.testing.assert_array_equal(reference.predictions, result.predictions)
+
+
+def test_classify_explicit_validation_and_single_value():
+    X, y = blobs(45, seed=5)
+    Xt, yt = blobs(15, seed=6)
+    Kxx, Kxt = rbf(X, X, 2.0), rbf(X, Xt, 2.0)
+    result = classify(Kxx, Kxt, y, yt, 3, val_idx=np.arange(9), grid=[1e-3, 1e-1])
+    assert len(result.validation) == 2
+    single = classify(Kxx, Kxt, y, yt, 3, grid=[1e-2])
+    assert single.validation == [] and single.noise == 1e-2
+    with pytest.raises(InvalidOptionError):
+        select_noise(Kxx, y, np.arange(10), np.arange(5, 15), 3, [1e-2])
+
+
+def test_import_is_cheap():
+    code = "import sys, tfbdl.gp; assert 'tensorflow' not in sys.modules and 'gpflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_read_only_kernel_is_copied_not_written():
+    X, y = blobs(30, seed=7)
+    Xt, yt = blobs(9, seed=8)
+    Kxx, Kxt = rbf(X, X, 2.0), rbf(X, Xt, 2.0)
+    K = Kxx.copy()
+    K.flags.writeable = False
+    result = classify(K, Kxt, y, yt, 3, grid=[1e-3, 1e-1], overwrite=True)
+    np.testing.assert_array_equal(K, Kxx)
+    assert result.test_accuracy >= 0.9
+    R = random_spd(10)
+    R0 = R.copy()
+    R.flags.writeable = False
+    L, _ = cholesky_inplace(R)
+    assert not np.shares_memory(L, R)
+    np.testing.assert_array_equal(R, R0)
