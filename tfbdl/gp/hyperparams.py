@@ -169,7 +169,7 @@ def optimize_marginal_likelihood(kernel, X, Y, *, noise_variance: float, steps: 
     """
     import gpflow
     import tensorflow as tf
-    from gpflow.keras import tf_keras
+    import keras
 
     from tfbdl.gp.exact import centred_targets
 
@@ -205,12 +205,14 @@ def optimize_marginal_likelihood(kernel, X, Y, *, noise_variance: float, steps: 
             gpflow.optimizers.Scipy().minimize(model.training_loss, variables,
                                                options={"maxiter": int(steps)})
         else:
-            adam = tf_keras.optimizers.Adam(learning_rate=learning_rate)
+            adam = keras.optimizers.Adam(learning_rate=learning_rate)
             adam.build(variables)  # slots made outside step(), so it is traced once
 
             @tf.function(autograph=False)
             def step():
-                adam.minimize(model.training_loss, variables)
+                with tf.GradientTape() as tape:
+                    loss = model.training_loss()
+                adam.apply_gradients(zip(tape.gradient(loss, variables), variables))
 
             for _ in range(int(steps)):
                 step()

@@ -16,7 +16,7 @@ from typing import Callable
 import gpflow
 import numpy as np
 import tensorflow as tf
-from gpflow.keras import tf_keras
+import keras
 
 from tfbdl.errors import InvalidOptionError, ShapeError
 
@@ -136,7 +136,7 @@ class OneVsAllSVGP:
             gpflow.set_trainable(m.q_mu, not natgrad)
             gpflow.set_trainable(m.q_sqrt, not natgrad)
         adam_vars = [v for m in self.models for v in m.trainable_variables]
-        adam = tf_keras.optimizers.Adam(learning_rate=learning_rate)
+        adam = keras.optimizers.Adam(learning_rate=learning_rate)
         if adam_vars:
             adam.build(adam_vars)  # create its slots now, so that step() is traced only once
         ng = gpflow.optimizers.NaturalGradient(gamma=natgrad_gamma) if natgrad else None
