@@ -56,7 +56,6 @@ import json
 import os
 import pathlib
 import re
-import sys
 import threading
 from typing import Any, Callable, Iterable, Sequence
 
@@ -503,24 +502,10 @@ def _evaluate(task: Task, pair_fn, diag_fn, X_train, X_test, dtype) -> np.ndarra
     return values.astype(dtype, copy=False)
 
 
-class _NoBar:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def update(self, n: int) -> None:
-        pass
-
-
 def _progress(show: bool, length: int, path: pathlib.Path):
-    if not show:
-        return _NoBar()
-    import click
+    from tfbdl.progress import progress
 
-    return click.progressbar(length=length, label=f"kernel blocks -> {path.name}", show_eta=True,
-                             show_pos=True, file=sys.stderr)
+    return progress(length, f"kernel blocks -> {path.name}", show=show)
 
 
 def _run_on_devices(devices, todo, compute, write, bar) -> None:
