@@ -20,6 +20,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("convnet-gp", ("convnet-gp", "run"),
                "Deep Convolutional Networks as shallow Gaussian Processes: ConvNet GP kernel, exact GP "
                "classification"),
+    Experiment("convnet-gp-search", ("convnet-gp", "search"),
+               "Deep Convolutional Networks as shallow Gaussian Processes: random hyperparameter search, "
+               "marginal-likelihood optimisation"),
 )
 
 

@@ -96,3 +96,19 @@ def test_classify_refuses_an_incomplete_file(shared_data_dir, tmp_path):
                              str(shard_file)], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "merge" in result.stderr
+
+
+def test_search_writes_a_resumable_csv_and_improves_the_marginal_likelihood(shared_data_dir, tmp_path):
+    out = tmp_path / "runs"
+    args = ("convnet-gp", "search", "--scale", "tiny", "--trials", "2", "--n-train", "20", "--n-val", "20",
+            "--ml-steps", "3", "--out", str(out))
+    result = _tfbdl(*args, data_dir=shared_data_dir)
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (out / "convnet-gp-search").iterdir()
+    rows = (run_dir / "search.csv").read_text().splitlines()
+    assert rows[0].split(",")[:1] == ["trial"] and len(rows) == 3
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["best"]["score"] <= 1.0
+    ml = metrics["marginal_likelihood"]
+    assert ml["lml_after"] > ml["lml_before"]
+    assert (run_dir / "search.png").is_file() and "| rank | depth |" in (run_dir / "summary.md").read_text()

@@ -216,3 +216,38 @@ def test_fast_arccos_matches_numpy_to_rounding():
     np.testing.assert_allclose(acos(x).numpy(), np.arccos(x), rtol=0, atol=1e-15)  # 2 ulp of pi
     x32 = x.astype(np.float32)
     np.testing.assert_allclose(acos(x32).numpy(), np.arccos(x32.astype(np.float64)), rtol=0, atol=4e-7)
+
+
+def test_gradients_are_finite_where_images_share_blank_patches():
+    """Black background makes both images identical over whole patches (correlation exactly 1),
+    where arccos and sqrt(1 - rho^2) have infinite derivatives that cancel in the ReLU kernel."""
+    import tensorflow as tf
+
+    images = np.zeros((4, 8, 8, 1))
+    images[:, 2:5, 2:5, 0] = np.random.default_rng(0).random((4, 3, 3))  # digits on black
+    x = _flat(images)
+    for kind in ("nngp", "ntk"):
+        kernel = ConvNetKernel(Sequential(Conv2d(3, var_weight=2.0, var_bias=0.1), ReLU(),
+                                          Conv2d(3, var_weight=2.0, var_bias=0.1), ReLU(), Readout()), (8, 8, 1),
+                               kind=kind)
+        with tf.GradientTape() as tape:
+            total = tf.reduce_sum(kernel.K(x)) + tf.reduce_sum(kernel.K(x[:2], x[2:]))
+        gradients = tape.gradient(total, kernel.trainable_variables)
+        assert all(np.all(np.isfinite(g.numpy())) for g in gradients), kind
+
+
+def test_relu_kernel_gradient_matches_finite_differences():
+    import tensorflow as tf
+
+    from tfbdl.kernels.layers import _arccos_j1
+
+    rho = tf.constant([-0.9, -0.2, 0.3, 0.8, 1.0], dtype=tf.float64)
+    with tf.GradientTape() as tape:
+        tape.watch(rho)
+        value = _arccos_j1(rho)
+    analytic = tape.gradient(value, rho).numpy()
+    r = rho.numpy()[:4]
+    h = 1e-6
+    j1 = lambda t: np.sqrt(1 - t**2) + (np.pi - np.arccos(t)) * t  # noqa: E731
+    np.testing.assert_allclose(analytic[:4], (j1(r + h) - j1(r - h)) / (2 * h), rtol=1e-6)
+    assert analytic[4] == pytest.approx(np.pi)  # the finite limit at rho = 1

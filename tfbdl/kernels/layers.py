@@ -225,15 +225,41 @@ class ReLU(Nonlinearity):
 
     def pair_map(self, c, vx, vy):
         tiny = np.finfo(np.float32).tiny
-        product = vx * vy + tiny
-        cos_theta = tf.clip_by_value(c * tf.math.rsqrt(product), -1.0, 1.0)
-        sin_term = tf.sqrt(tf.maximum(product - tf.square(c), 0.0))
-        theta = fastmath.acos(cos_theta)
-        out = (sin_term + (math.pi - theta) * c) / (2 * math.pi)
-        return out, (math.pi - theta) / (2 * math.pi)
+        norm = tf.sqrt(vx * vy + tiny)
+        rho = tf.clip_by_value(c / norm, -1.0, 1.0)
+        return norm * _arccos_j1(rho) / (2 * math.pi), _arccos_j0(rho) / (2 * math.pi)
 
     def self_map(self, v):
         return v / 2, tf.constant(0.5, dtype=v.dtype)
+
+
+@tf.custom_gradient
+def _arccos_j1(rho):
+    """J1(rho) = sqrt(1 - rho^2) + (pi - arccos rho) rho, with its derivative pi - arccos rho.
+
+    Each term has an infinite derivative at rho = 1 (two images identical over a patch, e.g.
+    black background), but they cancel: the sum's derivative is finite, so it is given directly.
+    """
+    theta = fastmath.acos(rho)
+    value = tf.sqrt(tf.maximum(1 - tf.square(rho), 0.0)) + (math.pi - theta) * rho
+
+    def gradient(upstream):
+        return upstream * (math.pi - theta)
+
+    return value, gradient
+
+
+@tf.custom_gradient
+def _arccos_j0(rho):
+    """J0(rho) = pi - arccos rho (the ReLU derivative kernel times 2 pi). Its derivative
+    1 / sqrt(1 - rho^2) is infinite at rho = 1; the gradient is capped there to stay finite."""
+    value = math.pi - fastmath.acos(rho)
+    eps = np.finfo(rho.dtype.as_numpy_dtype).eps
+
+    def gradient(upstream):
+        return upstream * tf.math.rsqrt(tf.maximum(1 - tf.square(rho), eps))
+
+    return value, gradient
 
 
 class Erf(Nonlinearity):
