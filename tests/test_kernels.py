@@ -251,3 +251,58 @@ def test_relu_kernel_gradient_matches_finite_differences():
     j1 = lambda t: np.sqrt(1 - t**2) + (np.pi - np.arccos(t)) * t  # noqa: E731
     np.testing.assert_allclose(analytic[:4], (j1(r + h) - j1(r - h)) / (2 * h), rtol=1e-6)
     assert analytic[4] == pytest.approx(np.pi)  # the finite limit at rho = 1
+
+
+POOLED = ("seq", [("conv", 3, 1, "same", 2.0, 0.1), ("relu",), ("avgpool", 2, 2), ("conv", 2, 1, "same", 1.5, 0.0),
+                  ("erf",), ("gap",), ("readout", 1.3, 0.2)])
+
+
+def _pooled_network():
+    from tfbdl.kernels import AvgPool2d, GlobalAvgPool
+
+    return Sequential(Conv2d(3, var_weight=2.0, var_bias=0.1), ReLU(), AvgPool2d(2), Conv2d(2, var_weight=1.5), Erf(),
+                      GlobalAvgPool(), Readout(var_weight=1.3, var_bias=0.2))
+
+
+def test_average_pooling_matches_the_independent_full_covariance_recursion():
+    shape = (4, 4, 2)
+    x, x2 = _images(3, shape, 6), _images(2, shape, 7)
+    kernel = ConvNetKernel(_pooled_network(), shape, pair_batch=40)
+    assert kernel.full_covariance
+    np.testing.assert_allclose(kernel.K(_flat(x)).numpy(), ref.kernel_matrix_full(POOLED, x), rtol=1e-10)
+    np.testing.assert_allclose(kernel.K(_flat(x), _flat(x2)).numpy(), ref.kernel_matrix_full(POOLED, x, x2), rtol=1e-10)
+    np.testing.assert_allclose(kernel.K_diag(_flat(x)).numpy(), np.diag(ref.kernel_matrix_full(POOLED, x)), rtol=1e-10)
+
+
+def test_the_full_path_equals_the_per_location_path_without_pooling():
+    """Without pooling the readout only sees same-location covariances: both paths agree."""
+    shape = (5, 5, 2)
+    x = _images(3, shape, 8)
+    arch = ("seq", [("conv", 3, 1, "same", 2.0, 0.1), ("relu",), ("conv", 2, 1, "same", 1.5, 0.3), ("relu",),
+                    ("readout", 1.5, 0.2)])
+    np.testing.assert_allclose(ref.kernel_matrix_full(arch, x), ref.kernel_matrix(arch, x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["nngp", "ntk"])
+def test_pooled_kernel_invariants(kind):
+    shape = (6, 6, 1)
+    x, x2 = _flat(_images(5, shape, 9)), _flat(_images(3, shape, 10))
+    kernel = ConvNetKernel(_pooled_network(), shape, kind=kind, pair_batch=200)
+    K = kernel.K(x).numpy()
+    np.testing.assert_array_equal(K, K.T)
+    eigenvalues = np.linalg.eigvalsh(K)
+    assert eigenvalues.min() >= -1e-8 * eigenvalues.max()
+    np.testing.assert_allclose(kernel.K_diag(x).numpy(), np.diag(K), rtol=1e-12)
+    union = kernel.K(np.concatenate([x, x2])).numpy()
+    np.testing.assert_allclose(kernel.K(x, x2).numpy(), union[:5, 5:], rtol=1e-9)
+    np.testing.assert_allclose(kernel.K(x.astype(np.float32)).numpy(), K, rtol=2e-5)
+
+
+def test_pooling_outside_the_full_path_is_a_clear_error():
+    import tensorflow as tf
+
+    from tfbdl.kernels import AvgPool2d
+    from tfbdl.kernels.layers import MapState
+
+    with pytest.raises(ShapeError, match="full-covariance path"):
+        AvgPool2d(2).variance(MapState(tf.zeros((1, 4, 4))), [])

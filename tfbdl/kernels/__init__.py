@@ -5,8 +5,10 @@ An architecture is a composable description, ``Sequential(Conv2d(...), ReLU(), .
 """
 
 from tfbdl.kernels.layers import (
+    AvgPool2d,
     Conv2d,
     Erf,
+    GlobalAvgPool,
     Identity,
     Readout,
     ReLU,
@@ -17,5 +19,5 @@ from tfbdl.kernels.layers import (
 from tfbdl.kernels.convnet_kernel import ConvNetKernel, ntk
 from tfbdl.kernels.presets import PAPER_KERNELS, paper_kernel, paper_network
 
-__all__ = ["Conv2d", "ConvNetKernel", "Erf", "Identity", "PAPER_KERNELS", "ReLU", "Readout",
+__all__ = ["AvgPool2d", "Conv2d", "GlobalAvgPool", "ConvNetKernel", "Erf", "Identity", "PAPER_KERNELS", "ReLU", "Readout",
            "ResidualBlock", "Sequential", "Sum", "ntk", "paper_kernel", "paper_network"]

@@ -18,7 +18,8 @@ class ConvNetKernel(gpflow.kernels.Kernel):
 
     ``network`` must end in a layer that reduces the feature map to 1x1 (``Readout()``). The
     kernel is computed in the dtype of its inputs (float64 is right for a Cholesky; float32 is
-    about twice as fast). ``K(X)`` evaluates only the upper triangle of pairs and mirrors it;
+    about twice as fast). A network with average pooling runs on the full-covariance path
+    (see :mod:`tfbdl.kernels.layers`), whose memory and time grow with (H W)^2 per pair. ``K(X)`` evaluates only the upper triangle of pairs and mirrors it;
     pairs are processed ``pair_batch`` at a time, so memory stays bounded for large inputs.
     """
 
@@ -47,9 +48,27 @@ class ConvNetKernel(gpflow.kernels.Kernel):
                              f"{self.image_shape}, got {X.shape}")
         return tf.reshape(X, (-1, *self.image_shape))
 
+    @property
+    def full_covariance(self) -> bool:
+        """Whether the network pools, so pairs carry [H, W, H, W] maps (memory (H W)^2 per pair)."""
+        return self.network.uses_pooling
+
+    def _steps(self) -> int:
+        """Pairs per compiled step: ``pair_batch`` location maps' worth of memory in either path."""
+        if not self.full_covariance:
+            return self.pair_batch
+        return max(1, self.pair_batch // (self.image_shape[0] * self.image_shape[1]))
+
+    @staticmethod
+    def _covariances(x: tf.Tensor, y: tf.Tensor, full: bool) -> tf.Tensor:
+        """Input covariances of aligned samples x[p], y[p]: [P, H, W] or [P, H, W, H, W]."""
+        if full:
+            return tf.einsum("phwc,pklc->phwkl", x, y) / x.shape[-1]
+        return tf.reduce_mean(x * y, axis=-1)
+
     def _trace(self, images: tf.Tensor) -> tuple[MapState, list]:
         """Per-sample variance maps through the network, and their values at each nonlinearity."""
-        variances = tf.reduce_mean(tf.square(images), axis=-1)  # [N, H, W]
+        variances = self._covariances(images, images, self.full_covariance)  # [N, H, W(, H, W)]
         trace: list = []
         start = MapState(variances, tf.zeros_like(variances) if self.kind == "ntk" else None)
         return self.network.variance(start, trace), trace
@@ -88,7 +107,7 @@ class ConvNetKernel(gpflow.kernels.Kernel):
         """Kernel values [P] of the pairs (x[rows[p]], y[cols[p]]), ``pair_batch`` at a time."""
         if rows.size == 0:
             return tf.zeros((0,), dtype=x.dtype)
-        size = min(self.pair_batch, rows.size)
+        size = min(self._steps(), rows.size)
         chunks = []
         for start in range(0, rows.size, size):
             r, c, s = (a[start:start + size] for a in (rows, cols, same))
@@ -105,7 +124,7 @@ class ConvNetKernel(gpflow.kernels.Kernel):
     @tf.function(jit_compile=True, reduce_retracing=True)
     def _chunk_values(self, x, y, trace_x, trace_y, rows, cols, same):
         """One compiled step: kernel values [P] of the pairs (x[rows], y[cols])."""
-        cross = tf.reduce_mean(tf.gather(x, rows) * tf.gather(y, cols), axis=-1)  # [P, H, W]
+        cross = self._covariances(tf.gather(x, rows), tf.gather(y, cols), self.full_covariance)
         pairs = PairIndex(trace_x, trace_y, rows, cols, same)
         start_state = MapState(cross, tf.zeros_like(cross) if self.kind == "ntk" else None)
         return self._result(self.network.cross(start_state, pairs))

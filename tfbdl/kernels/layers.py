@@ -19,6 +19,12 @@ The NTK is carried alongside when asked for (``MapState.ntk``): a layer with wei
 output NNGP to the propagated NTK, a nonlinearity multiplies the NTK by the derivative kernel.
 
 Shapes: a pair map is ``[P, H, W]`` (P pairs), a sample's variance map ``[N, H, W]``.
+
+Average pooling mixes locations, so a network with ``AvgPool2d`` or ``GlobalAvgPool`` needs the
+covariance between *every* two locations: the full path carries ``[P, H, W, H, W]`` maps (the
+covariance of x at (h, w) with y at (h', w')). A conv then sums over the same patch offset on
+both sides, a nonlinearity reads the two locations' variances, and a readout without pooling
+uses the diagonal h = h', w = w'. :class:`~tfbdl.kernels.ConvNetKernel` picks the path.
 """
 
 from __future__ import annotations
@@ -72,8 +78,30 @@ def _variance_parameter(value: float, name: str) -> gpflow.Parameter:
     return gpflow.Parameter(value, transform=positive(), name=name)
 
 
+def is_full(maps: tf.Tensor) -> bool:
+    """Whether maps carry every pair of locations ``[P, H, W, H, W]`` (else ``[P, H, W]``)."""
+    return maps.shape.rank == 5
+
+
+def location_diagonal(maps: tf.Tensor) -> tf.Tensor:
+    """The same-location entries ``[P, H, W]`` of full maps ``[P, H, W, H, W]``."""
+    p, h, w = maps.shape[0], maps.shape[1], maps.shape[2]
+    flat = tf.reshape(maps, (-1, h * w, h * w))
+    return tf.reshape(tf.linalg.diag_part(flat), (-1 if p is None else p, h, w))
+
+
+def location_eye(h: int, w: int) -> tf.Tensor:
+    """bool ``[1, H, W, H, W]``, true where the two locations are the same."""
+    return tf.reshape(tf.eye(h * w, dtype=tf.bool), (1, h, w, h, w))
+
+
 class Layer(gpflow.base.Module):
     """One step of the kernel recursion."""
+
+    @property
+    def uses_pooling(self) -> bool:
+        """True if the layer (or one inside it) averages over locations (needs the full path)."""
+        return False
 
     def variance(self, state: MapState, trace: list) -> MapState:
         """Propagate per-sample variance maps; nonlinearities append their input to ``trace``."""
@@ -119,24 +147,40 @@ class Conv2d(Layer):
         pad = 0 if self.padding == "valid" else self.padding
         return np.arange(k) - pad
 
+    def centres(self, size: int) -> np.ndarray:
+        """Input positions the output positions are anchored at (patch = centre + taps)."""
+        if self.padding == "same":
+            return np.arange(0, size, self.stride)
+        pad = 0 if self.padding == "valid" else self.padding
+        size_out = (size + 2 * pad - self.kernel_size) // self.stride + 1
+        if size_out < 1:
+            raise ShapeError(f"a {self.kernel_size}x{self.kernel_size} conv with padding {self.padding!r} "
+                             f"does not fit a {size}-pixel feature map")
+        return np.arange(size_out) * self.stride
+
     def box_matrix(self, size: int) -> np.ndarray:
         """A ``[size_out, size]`` 0/1 matrix summing each output's patch along one axis."""
         taps = self.taps()
-        if self.padding == "same":
-            starts = np.arange(0, size, self.stride)
-        else:
-            pad = 0 if self.padding == "valid" else self.padding
-            size_out = (size + 2 * pad - self.kernel_size) // self.stride + 1
-            if size_out < 1:
-                raise ShapeError(f"a {self.kernel_size}x{self.kernel_size} conv with padding {self.padding!r} "
-                                 f"does not fit a {size}-pixel feature map")
-            starts = np.arange(size_out) * self.stride
+        starts = self.centres(size)
         matrix = np.zeros((starts.size, size))
         for row, centre in enumerate(starts):
             cols = centre + taps
             cols = cols[(cols >= 0) & (cols < size)]
             matrix[row, cols] = 1.0
         return matrix
+
+    def _full_box_mean(self, maps: tf.Tensor) -> tf.Tensor:
+        """Full maps [P, H, W, H, W]: the mean over patch offsets d applied to *both* locations,
+        ``K'[a, b] = mean_d K[a + d, b + d]`` (the same weight multiplies both), zero outside."""
+        taps = self.taps()
+        low, high = max(0, -int(taps.min())), max(0, int(taps.max()))
+        padded = tf.pad(maps, [[0, 0]] + [[low, high]] * 4)
+        rows = self.centres(maps.shape[1]) + low
+        cols = self.centres(maps.shape[2]) + low
+        # Separable: first the vertical offsets (axes 1 and 3 together), then the horizontal ones.
+        vertical = tf.add_n([tf.gather(tf.gather(padded, rows + d, axis=1), rows + d, axis=3) for d in taps])
+        both = tf.add_n([tf.gather(tf.gather(vertical, cols + d, axis=2), cols + d, axis=4) for d in taps])
+        return both / self.kernel_size**2
 
     def _box_mean(self, maps: tf.Tensor) -> tf.Tensor:
         """Patch means of maps [P, H, W] -> [P, H', W'] as two small matmuls (separable filter)."""
@@ -148,8 +192,9 @@ class Conv2d(Layer):
     def _apply(self, state: MapState) -> MapState:
         dtype = state.nngp.dtype
         weight, bias = tf.cast(self.var_weight, dtype), tf.cast(self.var_bias, dtype)
-        nngp = weight * self._box_mean(state.nngp) + bias
-        ntk = None if state.ntk is None else weight * self._box_mean(state.ntk) + nngp
+        box = self._full_box_mean if is_full(state.nngp) else self._box_mean
+        nngp = weight * box(state.nngp) + bias
+        ntk = None if state.ntk is None else weight * box(state.ntk) + nngp
         return MapState(nngp, ntk)
 
     def variance(self, state, trace):
@@ -174,8 +219,13 @@ class Readout(Layer):
     def _apply(self, state: MapState) -> MapState:
         dtype = state.nngp.dtype
         weight, bias = tf.cast(self.var_weight, dtype), tf.cast(self.var_bias, dtype)
-        nngp = weight * tf.reduce_mean(state.nngp, axis=[-2, -1], keepdims=True) + bias
-        ntk = None if state.ntk is None else weight * tf.reduce_mean(state.ntk, axis=[-2, -1], keepdims=True) + nngp
+
+        def mean(maps):  # a dense layer sees each location once: the same-location entries
+            maps = location_diagonal(maps) if is_full(maps) else maps
+            return tf.reduce_mean(maps, axis=[-2, -1], keepdims=True)
+
+        nngp = weight * mean(state.nngp) + bias
+        ntk = None if state.ntk is None else weight * mean(state.ntk) + nngp
         return MapState(nngp, ntk)
 
     def variance(self, state, trace):
@@ -197,19 +247,31 @@ class Nonlinearity(Layer):
         raise NotImplementedError
 
     def variance(self, state, trace):
+        if is_full(state.nngp):  # a sample's covariance between all its locations
+            v = location_diagonal(state.nngp)
+            trace.append(v)
+            h, w = v.shape[1], v.shape[2]
+            return self._mixed(state, v[:, :, :, None, None], v[:, None, None, :, :], location_eye(h, w))
         trace.append(state.nngp)
         out, derivative = self.self_map(state.nngp)
         return MapState(out, None if state.ntk is None else state.ntk * derivative)
 
     def cross(self, state, pairs):
         vx, vy = pairs.next_variances()
-        same = pairs.same[:, None, None]
+        if is_full(state.nngp):
+            h, w = vx.shape[1], vx.shape[2]
+            same = pairs.same[:, None, None, None, None] & location_eye(h, w)
+            return self._mixed(state, vx[:, :, :, None, None], vy[:, None, None, :, :], same)
+        return self._mixed(state, vx, vy, pairs.same[:, None, None])
+
+    def _mixed(self, state, vx, vy, same):
+        """Pair map where ``same`` is false, the exact self map (of vx) where it is true."""
         # Same-sample pairs take the exact self map; their covariance is replaced by 0 in the
         # general formula so that neither its value nor its gradient can be NaN.
         c = tf.where(same, tf.zeros_like(state.nngp), state.nngp)
         out, derivative = self.pair_map(c, vx, vy)
         self_out, self_derivative = self.self_map(vx)
-        out = tf.where(same, self_out, out)
+        out = tf.where(same, self_out * tf.ones_like(out), out)
         ntk = None
         if state.ntk is not None:
             ntk = state.ntk * tf.where(same, self_derivative * tf.ones_like(derivative), derivative)
@@ -288,6 +350,10 @@ class Sequential(Layer):
                 raise InvalidOptionError(f"Sequential takes kernel layers, got {type(layer).__name__}")
         self.layers = list(layers)
 
+    @property
+    def uses_pooling(self) -> bool:
+        return any(layer.uses_pooling for layer in self.layers)
+
     def variance(self, state, trace):
         for layer in self.layers:
             state = layer.variance(state, trace)
@@ -308,6 +374,10 @@ class Sum(Layer):
             raise InvalidOptionError("Sum needs at least one branch")
         self.branches = list(branches)
 
+    @property
+    def uses_pooling(self) -> bool:
+        return any(branch.uses_pooling for branch in self.branches)
+
     @staticmethod
     def _add(states: list[MapState]) -> MapState:
         shapes = {tuple(s.nngp.shape[-2:]) for s in states}
@@ -322,6 +392,73 @@ class Sum(Layer):
 
     def cross(self, state, pairs):
         return self._add([branch.cross(state, pairs) for branch in self.branches])
+
+
+class AvgPool2d(Layer):
+    """Average pooling over ``window`` x ``window`` patches with ``stride`` (default: the
+    window), no padding. Mixes locations, so it runs on full maps only."""
+
+    def __init__(self, window: int, *, stride: int | None = None, name: str | None = None):
+        super().__init__(name=name)
+        if int(window) < 1 or (stride is not None and int(stride) < 1):
+            raise InvalidOptionError(f"window and stride must be >= 1, got {window}, {stride}")
+        self.window = int(window)
+        self.stride = int(stride) if stride is not None else self.window
+
+    @property
+    def uses_pooling(self) -> bool:
+        return True
+
+    def pool_matrix(self, size: int) -> np.ndarray:
+        """``[size_out, size]``: each row averages one window."""
+        size_out = (size - self.window) // self.stride + 1
+        if size_out < 1:
+            raise ShapeError(f"a {self.window}-pixel pooling window does not fit a {size}-pixel feature map")
+        matrix = np.zeros((size_out, size))
+        for row in range(size_out):
+            matrix[row, row * self.stride: row * self.stride + self.window] = 1.0 / self.window
+        return matrix
+
+    def _pool(self, maps: tf.Tensor) -> tf.Tensor:
+        if not is_full(maps):
+            raise ShapeError("average pooling needs the covariance between locations; use it inside a "
+                             "ConvNetKernel, which switches to the full-covariance path")
+        rows = tf.constant(self.pool_matrix(maps.shape[1]), dtype=maps.dtype)
+        cols = tf.constant(self.pool_matrix(maps.shape[2]), dtype=maps.dtype)
+        return tf.einsum("ai,bj,pijkl,ck,dl->pabcd", rows, cols, maps, rows, cols)
+
+    def _apply(self, state):
+        return MapState(self._pool(state.nngp), None if state.ntk is None else self._pool(state.ntk))
+
+    def variance(self, state, trace):
+        return self._apply(state)
+
+    def cross(self, state, pairs):
+        return self._apply(state)
+
+
+class GlobalAvgPool(Layer):
+    """The mean over all locations: ``K' = mean over (a, b) of K[a, b]``, giving ``[P, 1, 1]``."""
+
+    @property
+    def uses_pooling(self) -> bool:
+        return True
+
+    @staticmethod
+    def _pool(maps: tf.Tensor) -> tf.Tensor:
+        if not is_full(maps):
+            raise ShapeError("global average pooling needs the covariance between locations; use it inside "
+                             "a ConvNetKernel, which switches to the full-covariance path")
+        return tf.reduce_mean(maps, axis=[1, 2, 3, 4])[:, None, None]
+
+    def _apply(self, state):
+        return MapState(self._pool(state.nngp), None if state.ntk is None else self._pool(state.ntk))
+
+    def variance(self, state, trace):
+        return self._apply(state)
+
+    def cross(self, state, pairs):
+        return self._apply(state)
 
 
 def ResidualBlock(*layers: Layer, name: str | None = None) -> Sum:
