@@ -73,3 +73,31 @@ def test_errors_before_fit_and_bad_labels():
         clf.predict_proba(np.zeros((2, 2)))
     with pytest.raises(InvalidOptionError):
         clf.fit(np.zeros((4, 2)), np.array([0, 1, 2, 3]), steps=1)
+
+
+def test_one_vs_all_svgp_with_a_cnn_kernel():
+    """The SVGP classifiers take the infinite-width CNN kernels like any GPflow kernel."""
+    from tfbdl.kernels import ConvNetKernel, Conv2d, Readout, ReLU, Sequential
+
+    rng = np.random.default_rng(0)
+    n, side = 60, 6
+    labels = np.arange(n) % 3
+    images = rng.random((n, side, side)) * 0.2
+    for i, label in enumerate(labels):  # class 0: bright top rows, 1: bright left columns, 2: centre
+        if label == 0:
+            images[i, :2, :] += 0.8
+        elif label == 1:
+            images[i, :, :2] += 0.8
+        else:
+            images[i, 2:4, 2:4] += 0.8
+    X = images.reshape(n, -1)
+
+    def kernel_factory():
+        return ConvNetKernel(Sequential(Conv2d(3, var_weight=2.0, var_bias=0.1), ReLU(), Readout(var_weight=1.0)),
+                             (side, side, 1))
+
+    model = OneVsAllSVGP(kernel_factory, num_classes=3, num_inducing=12, seed=0)
+    model.fit(X[:45], labels[:45], steps=60, batch_size=45, learning_rate=0.01, seed=0)
+    probabilities = model.predict_proba(X[45:])
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-9)
+    assert np.mean(probabilities.argmax(axis=1) == labels[45:]) >= 0.9

@@ -306,3 +306,21 @@ def test_pooling_outside_the_full_path_is_a_clear_error():
 
     with pytest.raises(ShapeError, match="full-covariance path"):
         AvgPool2d(2).variance(MapState(tf.zeros((1, 4, 4))), [])
+
+
+def test_inputs_of_unknown_size_inside_a_tf_function():
+    import tensorflow as tf
+
+    shape = (5, 5, 1)
+    x, x2 = _flat(_images(4, shape, 12)), _flat(_images(3, shape, 13))
+    kernel = ConvNetKernel(ARCHITECTURES["conv-relu"](), (5, 5, 1))
+    spec = tf.TensorSpec((None, 25), tf.float64)
+
+    @tf.function(input_signature=[spec, spec])
+    def both(a, b):
+        return kernel.K(a), kernel.K(a, b)
+
+    K, K2 = (t.numpy() for t in both(x, x2))
+    np.testing.assert_allclose(K, kernel.K(x).numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(K, K.T)
+    np.testing.assert_allclose(K2, kernel.K(x, x2).numpy(), rtol=1e-12)

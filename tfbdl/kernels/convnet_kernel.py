@@ -91,6 +91,8 @@ class ConvNetKernel(gpflow.kernels.Kernel):
         x = self._images(X)
         _, trace_x = self._trace(x)
         n = x.shape[0]
+        if n is None or (X2 is not None and self._images(X2).shape[0] is None):
+            return self._dynamic_grid(x, trace_x, X2)
         if X2 is None:
             rows, cols = np.triu_indices(n)
             values = self._pair_values(x, x, trace_x, trace_x, rows, cols, same=rows == cols)
@@ -102,6 +104,16 @@ class ConvNetKernel(gpflow.kernels.Kernel):
         rows, cols = np.repeat(np.arange(n), m), np.tile(np.arange(m), n)
         values = self._pair_values(x, y, trace_x, trace_y, rows, cols, same=np.zeros(rows.size, bool))
         return tf.reshape(values, (n, m))
+
+    def _dynamic_grid(self, x, trace_x, X2) -> tf.Tensor:
+        """K for inputs whose number is unknown when traced (e.g. mini-batches inside a
+        tf.function): every pair in one step. K(X) stays exactly symmetric, since each entry
+        and its mirror are computed from the same products."""
+        y, trace_y = (x, trace_x) if X2 is None else (self._images(X2), self._trace(self._images(X2))[1])
+        n, m = tf.shape(x)[0], tf.shape(y)[0]
+        rows, cols = tf.repeat(tf.range(n), m), tf.tile(tf.range(m), [n])
+        same = tf.equal(rows, cols) if X2 is None else tf.zeros_like(rows, dtype=tf.bool)
+        return tf.reshape(self._chunk_values(x, y, trace_x, trace_y, rows, cols, same), (n, m))
 
     def _pair_values(self, x, y, trace_x, trace_y, rows, cols, same) -> tf.Tensor:
         """Kernel values [P] of the pairs (x[rows[p]], y[cols[p]]), ``pair_batch`` at a time."""
