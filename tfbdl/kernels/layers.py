@@ -122,7 +122,41 @@ class Identity(Layer):
         return state
 
 
-class Conv2d(Layer):
+class LinearLayer(Layer):
+    """A layer whose output maps are a linear function of its input maps alone (no variances)."""
+
+    def _apply(self, state: MapState) -> MapState:
+        raise NotImplementedError
+
+    def variance(self, state, trace):
+        return self._apply(state)
+
+    def cross(self, state, pairs):
+        return self._apply(state)
+
+
+class AffineLayer(LinearLayer):
+    """``var_weight * spatial(K) + var_bias``: a layer of weights and biases. Its NTK adds the
+    output NNGP to the propagated NTK (the gradient with respect to its own weights)."""
+
+    def __init__(self, var_weight: float, var_bias: float, name: str | None = None):
+        super().__init__(name=name)
+        self.var_weight = _variance_parameter(var_weight, "var_weight")
+        self.var_bias = _variance_parameter(var_bias, "var_bias")
+
+    def spatial(self, maps: tf.Tensor) -> tf.Tensor:
+        """The weight-free part: how the layer averages its input maps over locations."""
+        raise NotImplementedError
+
+    def _apply(self, state: MapState) -> MapState:
+        dtype = state.nngp.dtype
+        weight, bias = tf.cast(self.var_weight, dtype), tf.cast(self.var_bias, dtype)
+        nngp = weight * self.spatial(state.nngp) + bias
+        ntk = None if state.ntk is None else weight * self.spatial(state.ntk) + nngp
+        return MapState(nngp, ntk)
+
+
+class Conv2d(AffineLayer):
     """A convolution of ``kernel_size`` with ``stride`` and ``padding`` ("same", "valid" or an int).
 
     Output covariance: ``var_weight * mean over the k x k patch + var_bias`` (see module docstring).
@@ -130,14 +164,12 @@ class Conv2d(Layer):
 
     def __init__(self, kernel_size: int, *, stride: int = 1, padding="same", var_weight: float = 1.0,
                  var_bias: float = 0.0, name: str | None = None):
-        super().__init__(name=name)
+        super().__init__(var_weight, var_bias, name=name)
         if int(kernel_size) < 1 or int(stride) < 1:
             raise InvalidOptionError(f"kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
         if padding not in ("same", "valid") and not (isinstance(padding, int) and padding >= 0):
             raise InvalidOptionError(f"padding must be 'same', 'valid' or an int >= 0, got {padding!r}")
         self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), padding
-        self.var_weight = _variance_parameter(var_weight, "var_weight")
-        self.var_bias = _variance_parameter(var_bias, "var_bias")
 
     def taps(self) -> np.ndarray:
         """Offsets of the patch relative to the output location (before striding)."""
@@ -189,22 +221,11 @@ class Conv2d(Layer):
         cols = tf.constant(self.box_matrix(w) / self.kernel_size, dtype=maps.dtype)
         return tf.einsum("ih,phw,jw->pij", rows, maps, cols)
 
-    def _apply(self, state: MapState) -> MapState:
-        dtype = state.nngp.dtype
-        weight, bias = tf.cast(self.var_weight, dtype), tf.cast(self.var_bias, dtype)
-        box = self._full_box_mean if is_full(state.nngp) else self._box_mean
-        nngp = weight * box(state.nngp) + bias
-        ntk = None if state.ntk is None else weight * box(state.ntk) + nngp
-        return MapState(nngp, ntk)
-
-    def variance(self, state, trace):
-        return self._apply(state)
-
-    def cross(self, state, pairs):
-        return self._apply(state)
+    def spatial(self, maps):
+        return self._full_box_mean(maps) if is_full(maps) else self._box_mean(maps)
 
 
-class Readout(Layer):
+class Readout(AffineLayer):
     """The dense layer that sees the whole last feature map: ``var_bias + var_weight * mean``.
 
     (In the paper's code it is a conv whose kernel is the feature map's size, without padding.)
@@ -212,27 +233,12 @@ class Readout(Layer):
     """
 
     def __init__(self, *, var_weight: float = 1.0, var_bias: float = 0.0, name: str | None = None):
-        super().__init__(name=name)
-        self.var_weight = _variance_parameter(var_weight, "var_weight")
-        self.var_bias = _variance_parameter(var_bias, "var_bias")
+        super().__init__(var_weight, var_bias, name=name)
 
-    def _apply(self, state: MapState) -> MapState:
-        dtype = state.nngp.dtype
-        weight, bias = tf.cast(self.var_weight, dtype), tf.cast(self.var_bias, dtype)
-
-        def mean(maps):  # a dense layer sees each location once: the same-location entries
-            maps = location_diagonal(maps) if is_full(maps) else maps
-            return tf.reduce_mean(maps, axis=[-2, -1], keepdims=True)
-
-        nngp = weight * mean(state.nngp) + bias
-        ntk = None if state.ntk is None else weight * mean(state.ntk) + nngp
-        return MapState(nngp, ntk)
-
-    def variance(self, state, trace):
-        return self._apply(state)
-
-    def cross(self, state, pairs):
-        return self._apply(state)
+    def spatial(self, maps):
+        # A dense layer sees each location once: on full maps, the same-location entries.
+        maps = location_diagonal(maps) if is_full(maps) else maps
+        return tf.reduce_mean(maps, axis=[-2, -1], keepdims=True)
 
 
 class Nonlinearity(Layer):
@@ -394,7 +400,7 @@ class Sum(Layer):
         return self._add([branch.cross(state, pairs) for branch in self.branches])
 
 
-class AvgPool2d(Layer):
+class AvgPool2d(LinearLayer):
     """Average pooling over ``window`` x ``window`` patches with ``stride`` (default: the
     window), no padding. Mixes locations, so it runs on full maps only."""
 
@@ -430,14 +436,8 @@ class AvgPool2d(Layer):
     def _apply(self, state):
         return MapState(self._pool(state.nngp), None if state.ntk is None else self._pool(state.ntk))
 
-    def variance(self, state, trace):
-        return self._apply(state)
 
-    def cross(self, state, pairs):
-        return self._apply(state)
-
-
-class GlobalAvgPool(Layer):
+class GlobalAvgPool(LinearLayer):
     """The mean over all locations: ``K' = mean over (a, b) of K[a, b]``, giving ``[P, 1, 1]``."""
 
     @property
@@ -453,12 +453,6 @@ class GlobalAvgPool(Layer):
 
     def _apply(self, state):
         return MapState(self._pool(state.nngp), None if state.ntk is None else self._pool(state.ntk))
-
-    def variance(self, state, trace):
-        return self._apply(state)
-
-    def cross(self, state, pairs):
-        return self._apply(state)
 
 
 def ResidualBlock(*layers: Layer, name: str | None = None) -> Sum:
