@@ -1,0 +1,52 @@
+"""Helpers on built Keras models: parameter counts and the batch-norm layers (for SWA/SWAG)."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from tfbdl.errors import InvalidOptionError
+
+__all__ = ["count_params", "batch_norm_layers"]
+
+
+def count_params(model: keras.Model, include_non_trainable: bool = False) -> int:
+    """Number of scalar parameters of a built model.
+
+    By default only the trainable ones, which is what PyTorch's
+    ``sum(p.numel() for p in model.parameters())`` counts (batch-norm running statistics are
+    buffers there, non-trainable weights here); ``include_non_trainable=True`` adds them.
+    """
+    if not isinstance(model, keras.layers.Layer):
+        raise InvalidOptionError(f"count_params takes a Keras model or layer, got {type(model).__name__}")
+    if not model.built:
+        raise InvalidOptionError(f"model {model.name!r} is not built yet: call it on a batch or "
+                                 f"build(input_shape) before counting its parameters")
+    variables = model.weights if include_non_trainable else model.trainable_weights
+    return int(sum(int(np.prod(v.shape)) for v in variables))
+
+
+def batch_norm_layers(model: keras.layers.Layer) -> list[keras.layers.BatchNormalization]:
+    """Every ``keras.layers.BatchNormalization`` in ``model``, nested models included, in layer order.
+
+    SWA and SWAG recompute these layers' moving statistics after averaging the weights; an empty
+    list means there is nothing to recompute.
+    """
+    found: list[keras.layers.BatchNormalization] = []
+    seen: set[int] = set()
+
+    def visit(layer) -> None:
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+            return
+        children = layer.layers if isinstance(layer, keras.Model) else getattr(layer, "_layers", [])
+        for child in children:
+            visit(child)
+
+    if not isinstance(model, keras.layers.Layer):
+        raise InvalidOptionError(f"batch_norm_layers takes a Keras model or layer, got {type(model).__name__}")
+    visit(model)
+    return found
