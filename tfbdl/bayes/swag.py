@@ -1,0 +1,224 @@
+"""SWA and SWAG (Maddox et al. 2019): a Gaussian over weights from the SGD trajectory.
+
+Snapshots θ_i of a model's trainable weights are collected (once per epoch, or every c steps)
+after ``swag_start`` at a constant learning rate. SWAG keeps their running first and second
+moments (a diagonal covariance) and the deviations ``θ_i - θ̄_i`` of the last K snapshots (a
+low-rank covariance). A sample is, as in the reference implementation,
+
+    θ = θ̄ + sqrt(scale) * (Σ_diag^½ z1 + D z2 / sqrt(K - 1)),    z1 ~ N(0, I_d), z2 ~ N(0, I_K)
+
+which at the default ``scale = 0.5`` is the paper's θ̄ + Σ_diag^½ z1 / √2 + D z2 / √(2(K-1)).
+SWA is the mean θ̄ alone. State lives in tf.Variables on the model's device, so collecting costs
+one pass over the weights; :meth:`SWAG.state` / :meth:`SWAG.load_state` checkpoint it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from tfbdl.errors import InvalidOptionError, ShapeError
+
+VAR_CLAMP = 1e-30  # the smallest variance kept (as the original SWAG code)
+
+
+def flatten(variables) -> tf.Tensor:
+    """The values of ``variables`` as one vector [D]."""
+    return tf.concat([tf.reshape(v, [-1]) for v in variables], axis=0)
+
+
+def assign_flat(variables, vector) -> None:
+    """Write a vector [D] back into ``variables`` (inverse of :func:`flatten`)."""
+    offset = 0
+    for v in variables:
+        size = int(np.prod(v.shape))
+        v.assign(tf.cast(tf.reshape(vector[offset:offset + size], v.shape), v.dtype))
+        offset += size
+    if offset != int(vector.shape[0]):
+        raise ShapeError(f"a vector of {vector.shape[0]} values does not fit variables of {offset} values")
+
+
+class SWAG(tf.Module):
+    """Running SWAG moments of ``variables`` (a model's trainable weights).
+
+    max_rank: K, the number of most recent deviations kept (0 gives SWAG-diagonal).
+    dtype: of the stored moments (float32 like the reference; float64 for exact tests).
+    """
+
+    def __init__(self, variables, *, max_rank: int = 20, dtype=tf.float32, name: str | None = None):
+        super().__init__(name=name)
+        if int(max_rank) < 0:
+            raise InvalidOptionError(f"max_rank must be >= 0, got {max_rank}")
+        self.variables_ = list(variables)
+        if not self.variables_:
+            raise InvalidOptionError("SWAG needs at least one variable to track")
+        size = sum(int(np.prod(v.shape)) for v in self.variables_)
+        self.max_rank = int(max_rank)
+        self.dtype = tf.as_dtype(dtype)
+        self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="count")
+        self.mean = tf.Variable(tf.zeros([size], self.dtype), trainable=False, name="mean")
+        self.sq_mean = tf.Variable(tf.zeros([size], self.dtype), trainable=False, name="sq_mean")
+        self.deviations = tf.Variable(tf.zeros([max(self.max_rank, 1), size], self.dtype), trainable=False,
+                                      name="deviations")
+
+    @property
+    def num_parameters(self) -> int:
+        return int(self.mean.shape[0])
+
+    @tf.function
+    def collect(self) -> None:
+        """Add the variables' current values as a snapshot."""
+        w = tf.cast(flatten(self.variables_), self.dtype)
+        n = tf.cast(self.count, self.dtype)
+        self.mean.assign(self.mean * (n / (n + 1)) + w / (n + 1))
+        self.sq_mean.assign(self.sq_mean * (n / (n + 1)) + tf.square(w) / (n + 1))
+        if self.max_rank > 0:
+            slot = tf.math.floormod(self.count, self.max_rank)
+            self.deviations.scatter_nd_update([[slot]], [w - self.mean])
+        self.count.assign_add(1)
+
+    @property
+    def variance(self) -> tf.Tensor:
+        """Diagonal variance [D]: E[θ²] - E[θ]², clamped below at VAR_CLAMP."""
+        return tf.maximum(self.sq_mean - tf.square(self.mean), VAR_CLAMP)
+
+    def deviation_matrix(self) -> tf.Tensor:
+        """The kept deviations [k, D], oldest first (k = min(count, K))."""
+        count = int(self.count.numpy())
+        k = min(count, self.max_rank)
+        if k == 0:
+            return tf.zeros([0, self.num_parameters], self.dtype)
+        order = [(count - k + i) % self.max_rank for i in range(k)]
+        return tf.gather(self.deviations, order)
+
+    def sample(self, seed: int, *, scale: float = 0.5, diagonal_only: bool = False) -> tf.Tensor:
+        """One weight vector [D] from the SWAG Gaussian (see the module docstring)."""
+        count = int(self.count.numpy())
+        if count == 0:
+            raise InvalidOptionError("SWAG has collected no snapshot yet; collect before sampling")
+        seeds = tf.random.split(tf.constant([seed, 0], dtype=tf.int64), 2)
+        z1 = tf.random.stateless_normal([self.num_parameters], seeds[0], dtype=self.dtype)
+        noise = tf.sqrt(self.variance) * z1
+        deviations = self.deviation_matrix()
+        k = int(deviations.shape[0])
+        if not diagonal_only and k >= 2:
+            z2 = tf.random.stateless_normal([k], seeds[1], dtype=self.dtype)
+            noise += tf.linalg.matvec(deviations, z2, transpose_a=True) / np.sqrt(k - 1)
+        return self.mean + np.sqrt(scale) * noise
+
+    def sample_batch(self, seed: int, num_samples: int, *, scale: float = 0.5,
+                     diagonal_only: bool = False) -> tf.Tensor:
+        """``num_samples`` weight vectors [S, D] at once (same distribution as :meth:`sample`)."""
+        if int(self.count.numpy()) == 0:
+            raise InvalidOptionError("SWAG has collected no snapshot yet; collect before sampling")
+        seeds = tf.random.split(tf.constant([seed, 1], dtype=tf.int64), 2)
+        z1 = tf.random.stateless_normal([num_samples, self.num_parameters], seeds[0], dtype=self.dtype)
+        noise = tf.sqrt(self.variance)[None, :] * z1
+        deviations = self.deviation_matrix()
+        k = int(deviations.shape[0])
+        if not diagonal_only and k >= 2:
+            z2 = tf.random.stateless_normal([num_samples, k], seeds[1], dtype=self.dtype)
+            noise += tf.matmul(z2, deviations) / np.sqrt(k - 1)
+        return self.mean[None, :] + np.sqrt(scale) * noise
+
+    def covariance(self, *, scale: float = 0.5, diagonal_only: bool = False) -> np.ndarray:
+        """The covariance [D, D] that :meth:`sample` draws from (for small models and tests)."""
+        cov = np.diag(self.variance.numpy())
+        deviations = self.deviation_matrix().numpy()
+        if not diagonal_only and deviations.shape[0] >= 2:
+            cov = cov + deviations.T @ deviations / (deviations.shape[0] - 1)
+        return scale * cov
+
+    def assign_mean(self) -> None:
+        """Set the variables to the SWA solution θ̄."""
+        assign_flat(self.variables_, self.mean)
+
+    def assign_sample(self, seed: int, **options) -> None:
+        """Set the variables to one SWAG sample."""
+        assign_flat(self.variables_, self.sample(seed, **options))
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Everything needed to resume collecting, as numpy arrays."""
+        return {"count": self.count.numpy(), "mean": self.mean.numpy(), "sq_mean": self.sq_mean.numpy(),
+                "deviations": self.deviations.numpy()}
+
+    def load_state(self, state: dict) -> None:
+        """Restore :meth:`state` (shapes must match this model and rank)."""
+        for name in ("mean", "sq_mean", "deviations"):
+            target = getattr(self, name)
+            if tuple(np.shape(state[name])) != tuple(target.shape):
+                raise ShapeError(f"SWAG state '{name}' has shape {np.shape(state[name])}, this SWAG "
+                                 f"{tuple(target.shape)}: another model or max_rank")
+            target.assign(np.asarray(state[name], dtype=self.dtype.as_numpy_dtype))
+        self.count.assign(int(state["count"]))
+
+
+def refresh_batch_norm(model, batches) -> int:
+    """Recompute the moving statistics of every BatchNormalization layer of ``model`` as the
+    plain average over ``batches`` (iterable of input arrays), as after SWA or a SWAG sample,
+    whose weights never produced the stored statistics. Returns the number of batches used."""
+    from tfbdl.nn import batch_norm_layers
+
+    layers = batch_norm_layers(model)
+    if not layers:
+        return 0
+    saved = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
+        layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
+    count = 0
+    try:
+        for x in batches:
+            for layer in layers:  # cumulative average: batch t gets weight 1 / (t + 1)
+                layer.momentum = count / (count + 1)
+            model(x, training=True)
+            count += 1
+    finally:
+        for layer, momentum in zip(layers, saved):
+            layer.momentum = momentum
+    return count
+
+
+def predict_swag(model, posteriors, x, *, samples_per_model: int, seed: int, scale: float = 0.5,
+                 diagonal_only: bool = False, bn_batches=None, batch_size: int = 512) -> np.ndarray:
+    """Bayesian model average [N, C] of softmax outputs over SWAG samples.
+
+    ``posteriors`` is one SWAG (SWAG) or several (MultiSWAG: samples pooled from each, every
+    posterior tracking the variables of ``model``'s weights for its own run). ``bn_batches``
+    (a callable returning an iterable of inputs) refreshes batch norm after each sample. The
+    model's weights are restored afterwards.
+    """
+    posteriors = posteriors if isinstance(posteriors, (list, tuple)) else [posteriors]
+    if samples_per_model < 1:
+        raise InvalidOptionError(f"samples_per_model must be >= 1, got {samples_per_model}")
+    original = [v.numpy() for v in model.trainable_variables]
+    bn_state = [(layer.moving_mean.numpy(), layer.moving_variance.numpy()) for layer in _bn_layers(model)]
+    total = None
+    try:
+        for index, posterior in enumerate(posteriors):
+            for draw in range(samples_per_model):
+                posterior.assign_sample(seed * 1_000_003 + index * 10_007 + draw, scale=scale,
+                                        diagonal_only=diagonal_only)
+                if bn_batches is not None:
+                    refresh_batch_norm(model, bn_batches())
+                probs = _softmax_in_batches(model, x, batch_size)
+                total = probs if total is None else total + probs
+    finally:
+        for v, value in zip(model.trainable_variables, original):
+            v.assign(value)
+        for layer, (mean, var) in zip(_bn_layers(model), bn_state):
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(var)
+    return total / (len(posteriors) * samples_per_model)
+
+
+def _bn_layers(model):
+    from tfbdl.nn import batch_norm_layers
+
+    return batch_norm_layers(model)
+
+
+def _softmax_in_batches(model, x, batch_size: int) -> np.ndarray:
+    outputs = [tf.nn.softmax(model(x[i:i + batch_size], training=False), axis=-1).numpy()
+               for i in range(0, len(x), batch_size)]
+    return np.concatenate(outputs, axis=0).astype(np.float64)
