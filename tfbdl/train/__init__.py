@@ -1,0 +1,48 @@
+"""Training: a resumable GradientTape loop, learning-rate schedules, tf.distribute strategies.
+
+Names are loaded lazily, so ``import tfbdl.train.schedules`` (pure Python) never imports
+TensorFlow; touching :class:`Trainer` or :func:`get_strategy` does.
+
+- :mod:`tfbdl.train.schedules`: ``constant_schedule``, ``step_schedule``, ``cosine_schedule``,
+  ``swag_schedule``, ``make_schedule``, ``SCHEDULES``.
+- :mod:`tfbdl.train.strategy`: ``get_strategy``, ``STRATEGIES``, ``is_chief``, ``parse_tf_config``.
+- :mod:`tfbdl.train.loop`: ``Trainer``, ``Callback``, ``epoch_seed``, ``prior_variance``,
+  ``weight_decay_for_prior``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "SCHEDULES": "schedules",
+    "constant_schedule": "schedules",
+    "cosine_schedule": "schedules",
+    "make_schedule": "schedules",
+    "step_schedule": "schedules",
+    "swag_schedule": "schedules",
+    "STRATEGIES": "strategy",
+    "get_strategy": "strategy",
+    "is_chief": "strategy",
+    "parse_tf_config": "strategy",
+    "Callback": "loop",
+    "Trainer": "loop",
+    "epoch_seed": "loop",
+    "prior_variance": "loop",
+    "weight_decay_for_prior": "loop",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tfbdl.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"tfbdl.train.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
