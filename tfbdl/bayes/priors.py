@@ -19,8 +19,6 @@ def prior_outputs(model, x, *, alpha: float, num_samples: int, seed: int, batch_
     Every trainable variable is redrawn (batch-norm statistics are left as they are); the
     model's weights are restored afterwards.
     """
-    import tensorflow as tf
-
     if alpha <= 0 or num_samples < 1:
         raise InvalidOptionError(f"alpha must be > 0 and num_samples >= 1, got {alpha}, {num_samples}")
     original = [v.numpy() for v in model.trainable_variables]
