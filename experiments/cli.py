@@ -29,10 +29,11 @@ def cli():
 
 
 def _register_commands() -> None:
-    from experiments import convnet_gp, data_commands, run_all
+    from experiments import bdl_generalization, convnet_gp, data_commands, run_all
 
     cli.add_command(data_commands.data)
     cli.add_command(convnet_gp.convnet_gp)
+    cli.add_command(bdl_generalization.bdl)
     cli.add_command(run_all.run_all)
 
 

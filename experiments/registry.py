@@ -23,6 +23,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("convnet-gp-search", ("convnet-gp", "search"),
                "Deep Convolutional Networks as shallow Gaussian Processes: random hyperparameter search, "
                "marginal-likelihood optimisation"),
+    Experiment("bdl-swag", ("bdl", "swag"),
+               "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: SGD vs SWA vs SWAG"),
 )
 
 

@@ -132,3 +132,31 @@ def test_predictive_averages_samples_and_restores_the_weights():
             refresh_batch_norm(model, [x[:4], x[4:]])
             manual.append(tf.nn.softmax(model(x, training=False)).numpy())
     np.testing.assert_allclose(probs, np.mean(manual, axis=0), rtol=1e-5)
+
+
+def test_collector_with_the_trainer_resumes_to_the_same_moments(tmp_path):
+    from tfbdl.bayes.swag import SWAGCollector
+    from tfbdl.io import RunDir
+    from tfbdl.train.loop import Trainer
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+
+    def run(epochs, out, fresh):
+        keras.utils.set_random_seed(1)
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+        swag = SWAG(model.trainable_variables, max_rank=3)
+        trainer = Trainer(model, lambda: keras.optimizers.SGD(0.1))
+        run_dir = RunDir.open(out, "swag-test", "r", {"a": 1}, resume=not fresh)
+        trainer.fit((x, y), epochs, run_dir=run_dir, callbacks=[SWAGCollector(swag, start_epoch=1)], seed=0,
+                    batch_size=16, verbose=False)
+        return swag
+
+    whole = run(5, tmp_path / "a", True)
+    run(3, tmp_path / "b", True)
+    resumed = run(5, tmp_path / "b", False)
+    assert int(whole.count.numpy()) == 4
+    for key, value in whole.state().items():
+        np.testing.assert_array_equal(resumed.state()[key], value)

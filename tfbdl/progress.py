@@ -18,7 +18,8 @@ def _duration(seconds: float) -> str:
 
 
 class LineProgress:
-    """``update(n)`` counts work; a line goes to stderr at most every ``every_seconds``."""
+    """``update(n)`` counts work; a line goes to stderr at most every ``every_seconds``, and one
+    at the end."""
 
     def __init__(self, length: int, label: str, every_seconds: float = 30.0, stream=None):
         self.length, self.label, self.every = max(int(length), 0), label, every_seconds
@@ -27,7 +28,6 @@ class LineProgress:
         self.start = self.last = time.monotonic()
 
     def __enter__(self):
-        self._line()
         return self
 
     def __exit__(self, *exc):

@@ -222,3 +222,28 @@ def _softmax_in_batches(model, x, batch_size: int) -> np.ndarray:
     outputs = [tf.nn.softmax(model(x[i:i + batch_size], training=False), axis=-1).numpy()
                for i in range(0, len(x), batch_size)]
     return np.concatenate(outputs, axis=0).astype(np.float64)
+
+
+class SWAGCollector:
+    """Trainer callback: collect a SWAG snapshot at the end of every epoch from ``start_epoch``
+    (0-based) on; its moments are saved with each epoch checkpoint and restored on resume."""
+
+    state_key = "swag"
+
+    def __init__(self, swag: SWAG, start_epoch: int):
+        self.swag = swag
+        self.start_epoch = int(start_epoch)
+
+    def on_step_end(self, trainer, step) -> None:
+        pass
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> dict:
+        if epoch >= self.start_epoch:
+            self.swag.collect()
+        return {"swag_snapshots": int(self.swag.count.numpy())}
+
+    def state(self) -> dict:
+        return self.swag.state()
+
+    def load_state(self, state: dict) -> None:
+        self.swag.load_state(state)

@@ -1,0 +1,49 @@
+"""tfbdl bdl swag end to end at tiny scale: metrics of SGD, SWA and SWAG, resume, option errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tfbdl(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+
+
+def test_swag_run_compares_three_predictives_and_resumes(shared_data_dir, tmp_path):
+    args = ("bdl", "swag", "--scale", "tiny", "--epochs", "3", "--swa-start", "2", "--samples", "3",
+            "--out", str(tmp_path), "--data-dir", str(shared_data_dir))
+    first = _tfbdl(*args)
+    assert first.returncode == 0, first.stderr
+    (run_dir,) = (tmp_path / "bdl-swag").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics["test"]) == {"sgd", "swa", "swag"} and metrics["snapshots"] == 2
+    for row in metrics["test"].values():
+        assert 0.5 < row["accuracy"] <= 1.0 and 0 < row["nll"] < 2.0  # LeNet5 learns digits in 3 epochs
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 4 and "swag_snapshots" in rows[0]
+    stamp = (run_dir / "summary.md").stat().st_mtime_ns
+    again = _tfbdl(*args)
+    assert again.returncode == 0 and (run_dir / "summary.md").stat().st_mtime_ns == stamp
+
+
+def test_swag_option_errors_are_one_line(tmp_path):
+    late = _tfbdl("bdl", "swag", "--epochs", "3", "--swa-start", "5", "--out", str(tmp_path))
+    assert late.returncode == 1 and "--swa-start 5 is after the last epoch 3" in late.stderr
+    assert "Traceback" not in late.stderr
+
+
+def test_label_array_of_the_wrong_length_is_refused(shared_data_dir, tmp_path):
+    from tfbdl.data.labels import save_labels
+
+    path = tmp_path / "labels.npz"
+    save_labels(path, np.zeros(10, np.int64), np.zeros(10, bool), {"fraction": 0.0})
+    result = _tfbdl("bdl", "swag", "--scale", "tiny", "--label-arr", str(path), "--out", str(tmp_path / "o"),
+                    "--data-dir", str(shared_data_dir))
+    assert result.returncode == 1 and "--label-arr holds 10 labels" in result.stderr
+    assert "Traceback" not in result.stderr
