@@ -37,7 +37,9 @@ class SwagPreset:
 
 PRESETS = {
     "tiny": SwagPreset("lenet5", "mnist", 1000, 4, 3, 0.05, 0.01, 5e-4, 64, 5, 5),
-    "smoke": SwagPreset("lenet5", "mnist", None, 30, 16, 0.05, 0.01, 5e-4, 128, 20, 30),
+    # A constant collection rate high enough for the snapshots to explore the basin (at 0.01
+    # SWAG and SGD were indistinguishable on this data: NLL 0.0568 vs 0.0569).
+    "smoke": SwagPreset("lenet5", "mnist", None, 30, 16, 0.1, 0.05, 5e-4, 128, 20, 30),
     # The reference's CIFAR settings (run_swag.py): 300 epochs, lr 0.1, wd 3e-4, SWAG from
     # epoch 161 at lr 0.01, covariance rank 20, 30 samples; weight decay halved because ours is
     # wd * |w|^2 in the loss (torch's weight_decay adds wd * w to the gradient).
