@@ -51,27 +51,12 @@ def _images(loaded) -> np.ndarray:
     return loaded.images.astype(np.float32) / 255.0
 
 
-def run_swag(*, preset: SwagPreset, scale: str, out: str, data_dir, seed: int, resume: bool, strategy: str,
-             label_file=None):
-    import keras
-
-    from tfbdl.bayes.swag import SWAG, SWAGCollector, predict_swag, refresh_batch_norm
+def load_training_data(preset: SwagPreset, scale: str, data_dir, seed: int, label_file=None):
+    """(x_train, y_train, x_test, y_test, num_classes, provenance) for a run, images in [0, 1]."""
     from tfbdl.data import load_for_run
     from tfbdl.data.labels import load_labels
-    from tfbdl.metrics import classification_metrics
-    from tfbdl.nn import build_model
-    from tfbdl.train.loop import Trainer
-    from tfbdl.train.schedules import swag_schedule
-    from tfbdl.train.strategy import get_strategy
 
-    config = {"experiment": EXPERIMENT, "scale": scale, "seed": seed, "data_dir": data_dir, "strategy": strategy,
-              "label_file": str(label_file) if label_file else None, **dataclasses.asdict(preset)}
-    run = open_run(EXPERIMENT, config, out=out, scale=scale, resume=resume)
-    if run.is_complete:
-        record_run(run)
-        return run
     train, test = (load_for_run(preset.dataset, split, scale, data_dir) for split in ("train", "test"))
-    run.record_data([train.provenance, test.provenance])
     x_train, y_train = _images(train), train.labels
     if preset.n_train is not None and preset.n_train < y_train.size:
         keep = np.sort(np.random.default_rng(seed).permutation(y_train.size)[:preset.n_train])
@@ -81,9 +66,21 @@ def run_swag(*, preset: SwagPreset, scale: str, out: str, data_dir, seed: int, r
         if y_train.shape[0] != x_train.shape[0]:
             raise InvalidOptionError(f"--label-arr holds {y_train.shape[0]} labels, the training set "
                                      f"{x_train.shape[0]} images")
-    x_test, y_test = _images(test), test.labels
-    num_classes = train.num_classes
+    return x_train, y_train, _images(test), test.labels, train.num_classes, [train.provenance, test.provenance]
 
+
+def train_member(run, preset: SwagPreset, data, *, seed: int, strategy: str) -> dict[str, np.ndarray]:
+    """Train one network with the SWAG schedule in ``run`` (resumable) and return its test
+    predictives [N, C]: ``sgd`` (final weights), ``swa`` (the mean), ``swag`` (sample average)."""
+    import keras
+
+    from tfbdl.bayes.swag import SWAG, SWAGCollector, predict_swag, refresh_batch_norm
+    from tfbdl.nn import build_model
+    from tfbdl.train.loop import Trainer
+    from tfbdl.train.schedules import swag_schedule
+    from tfbdl.train.strategy import get_strategy
+
+    x_train, y_train, x_test, _, num_classes, _ = data
     keras.utils.set_random_seed(seed)
     distribution = get_strategy(strategy)
     with distribution.scope():
@@ -93,22 +90,39 @@ def run_swag(*, preset: SwagPreset, scale: str, out: str, data_dir, seed: int, r
                       weight_decay=preset.weight_decay, strategy=distribution)
     trainer.fit((x_train, y_train), preset.epochs, run_dir=run, seed=seed, batch_size=preset.batch_size,
                 lr_schedule=lambda epoch: swag_schedule(epoch, preset.lr_init, preset.swa_lr, preset.swa_start),
-                callbacks=[SWAGCollector(swag, start_epoch=preset.swa_start - 1)])
+                callbacks=[SWAGCollector(swag, start_epoch=preset.swa_start - 1)], verbose=True)
 
     def train_batches():
         return (x_train[i:i + 256] for i in range(0, len(x_train), 256))
 
-    results = {"sgd": classification_metrics(trainer.predict_proba(x_test), y_test)}
+    probs = {"sgd": trainer.predict_proba(x_test)}
     final = [v.numpy() for v in model.trainable_variables]
     swag.assign_mean()
     refresh_batch_norm(model, train_batches())
-    results["swa"] = classification_metrics(trainer.predict_proba(x_test), y_test)
+    probs["swa"] = trainer.predict_proba(x_test)
     for v, value in zip(model.trainable_variables, final):
         v.assign(value)
-    probs = predict_swag(model, swag, x_test, samples_per_model=preset.samples, seed=seed,
-                         bn_batches=train_batches)
-    results["swag"] = classification_metrics(probs, y_test)
-    metrics = {"test": results, "snapshots": int(swag.count.numpy()), "n_train": int(y_train.size),
+    probs["swag"] = predict_swag(model, swag, x_test, samples_per_model=preset.samples, seed=seed,
+                                 bn_batches=train_batches)
+    return {name: np.asarray(p, dtype=np.float64) for name, p in probs.items()}
+
+
+def run_swag(*, preset: SwagPreset, scale: str, out: str, data_dir, seed: int, resume: bool, strategy: str,
+             label_file=None):
+    from tfbdl.metrics import classification_metrics
+
+    config = {"experiment": EXPERIMENT, "scale": scale, "seed": seed, "data_dir": data_dir, "strategy": strategy,
+              "label_file": str(label_file) if label_file else None, **dataclasses.asdict(preset)}
+    run = open_run(EXPERIMENT, config, out=out, scale=scale, resume=resume)
+    if run.is_complete:
+        record_run(run)
+        return run
+    data = load_training_data(preset, scale, data_dir, seed, label_file)
+    run.record_data(data[5])
+    probs = train_member(run, preset, data, seed=seed, strategy=strategy)
+    y_test = data[3]
+    results = {name: classification_metrics(p, y_test) for name, p in probs.items()}
+    metrics = {"test": results, "snapshots": preset.epochs - preset.swa_start + 1, "n_train": int(data[1].size),
                "n_test": int(y_test.size)}
     run.write_metrics(metrics)
     _figure(run, results)
@@ -179,3 +193,112 @@ def swag_command(epochs, swa_start, lr_init, swa_lr, wd, max_rank, samples, labe
     run = run_swag(preset=preset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
                    strategy=strategy, label_file=label_file)
     click.echo(f"bdl swag run written to {run.path}")
+
+
+# --------------------------------------------------------------------------- MultiSWAG
+MULTI_EXPERIMENT = "bdl-multiswag"
+MULTI_PRESETS = {  # (base preset, number of independent models)
+    "tiny": (dataclasses.replace(PRESETS["tiny"], epochs=3, swa_start=2, samples=3), 2),
+    "smoke": (dataclasses.replace(PRESETS["smoke"], n_train=4000, epochs=20, swa_start=11, samples=10), 4),
+    "paper": (PRESETS["paper"], 10),
+}
+METHODS = {"sgd": "Deep ensembles", "swa": "MultiSWA", "swag": "MultiSWAG"}
+
+
+def run_multiswag(*, preset: SwagPreset, models: int, scale: str, out: str, data_dir, seed: int, resume: bool,
+                  strategy: str, shard=(0, 1)):
+    """Train ``models`` independent SWAG runs (members ``shard[0]::shard[1]`` in this process),
+    then, once all exist, NLL against the number of models for the three ensembles."""
+    from tfbdl.io import RunDir, atomic_path
+
+    config = {"experiment": MULTI_EXPERIMENT, "scale": scale, "seed": seed, "data_dir": data_dir,
+              "strategy": strategy, "models": models, **dataclasses.asdict(preset)}
+    run = open_run(MULTI_EXPERIMENT, config, out=out, scale=scale, resume=True if shard[1] > 1 else resume)
+    if run.is_complete:
+        record_run(run)
+        return run, 0
+    data = load_training_data(preset, scale, data_dir, seed)
+    run.record_data(data[5])
+    for member in range(shard[0], models, shard[1]):
+        member_run = RunDir.open(run.path, "members", f"member-{member}", {**config, "member": member})
+        if member_run.is_complete:
+            continue
+        click.echo(f"member {member + 1}/{models}", err=True)
+        probs = train_member(member_run, preset, data, seed=seed + 1000 * member, strategy=strategy)
+        with atomic_path(member_run.file("test_probs.npz")) as temp:
+            np.savez(temp, **probs)
+        member_run.finish()
+    missing = [m for m in range(models) if not (run.path / "members" / f"member-{m}" / "test_probs.npz").exists()
+               or not RunDir.open(run.path, "members", f"member-{m}", {**config, "member": m}).is_complete]
+    if missing:
+        return run, len(missing)
+    curves = _ensemble_curves(run, models, data[3])
+    run.write_metrics({"curves": curves, "n_train": int(data[1].size), "n_test": int(data[3].size)})
+    _curves_figure(run, curves)
+    run.finish(_multiswag_summary(preset, models, curves, data))
+    record_run(run)
+    return run, 0
+
+
+def _ensemble_curves(run, models: int, y_test) -> dict:
+    """{method: [{models, nll, accuracy, ece}]}: the first k members averaged, k = 1..M."""
+    from tfbdl.metrics import classification_metrics
+
+    member_probs = []
+    for m in range(models):
+        with np.load(run.path / "members" / f"member-{m}" / "test_probs.npz") as f:
+            member_probs.append({name: f[name] for name in METHODS})
+    curves = {}
+    for name in METHODS:
+        total, rows = 0.0, []
+        for k, probs in enumerate(member_probs, 1):
+            total = total + probs[name]
+            rows.append({"models": k, **classification_metrics(total / k, y_test)})
+        curves[name] = rows
+    return curves
+
+
+def _curves_figure(run, curves: dict) -> None:
+    from tfbdl.plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    for name, label in METHODS.items():
+        rows = curves[name]
+        ax.plot([r["models"] for r in rows], [r["nll"] for r in rows], marker="o", label=label)
+    ax.set_xlabel("number of independently trained models")
+    ax.set_ylabel("test NLL")
+    ax.legend(fontsize=8)
+    ax.set_title("NLL falls with the number of models", fontsize=9)
+    save_figure(fig, run.file("multiswag_nll.png"))
+
+
+def _multiswag_summary(preset: SwagPreset, models: int, curves: dict, data) -> str:
+    lines = [f"{models} independent {preset.model} runs ({preset.epochs} epochs, SWAG from epoch {preset.swa_start} "
+             f"at lr {preset.swa_lr}, {preset.samples} samples each) on {data[1].size} training images; test NLL "
+             f"of the average of the first k models ({data[3].size} test images).", "",
+             "| models | " + " | ".join(METHODS.values()) + " |", "|---:|" + "---:|" * len(METHODS)]
+    for k in range(models):
+        lines.append(f"| {k + 1} | " + " | ".join(f"{curves[n][k]['nll']:.4f}" for n in METHODS) + " |")
+    return "\n".join(lines) + "\n"
+
+
+@bdl.command("multiswag")
+@click.option("--models", type=click.IntRange(min=1), default=None, help="Independent runs (default: scale preset).")
+@click.option("--shard", default="0/1", show_default=True,
+              help="Train only members i, i+n, ... (0-based i/n); rerun without it once all are done to merge.")
+@click.option("--strategy", type=click.Choice(["default", "mirrored", "multi-worker"]), default="default",
+              show_default=True, help="tf.distribute strategy for each member's training.")
+@common_run_options
+def multiswag_command(models, shard, strategy, scale, out, data_dir, seed, resume):
+    """Deep ensembles vs MultiSWA vs MultiSWAG: test NLL against the number of independent models."""
+    from tfbdl.kernels.blocks import parse_shard
+
+    preset, default_models = MULTI_PRESETS[scale]
+    run, missing = run_multiswag(preset=preset, models=models or default_models, scale=scale, out=out,
+                                 data_dir=data_dir, seed=seed, resume=resume, strategy=strategy,
+                                 shard=parse_shard(shard))
+    if missing:
+        click.echo(f"{missing} member(s) still to train (other shards); rerun once they are done to merge")
+    else:
+        click.echo(f"bdl multiswag run written to {run.path}")

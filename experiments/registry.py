@@ -25,6 +25,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                "marginal-likelihood optimisation"),
     Experiment("bdl-swag", ("bdl", "swag"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: SGD vs SWA vs SWAG"),
+    Experiment("bdl-multiswag", ("bdl", "multiswag"),
+               "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: deep ensembles vs "
+               "MultiSWA vs MultiSWAG"),
 )
 
 

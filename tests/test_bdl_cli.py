@@ -47,3 +47,27 @@ def test_label_array_of_the_wrong_length_is_refused(shared_data_dir, tmp_path):
                     "--data-dir", str(shared_data_dir))
     assert result.returncode == 1 and "--label-arr holds 10 labels" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_multiswag_members_in_shards_then_merged(shared_data_dir, tmp_path):
+    common = ("bdl", "multiswag", "--scale", "tiny", "--models", "2", "--out", str(tmp_path),
+              "--data-dir", str(shared_data_dir))
+    first = _tfbdl(*common, "--shard", "0/2")
+    assert first.returncode == 0, first.stderr
+    assert "1 member(s) still to train" in first.stdout
+    second = _tfbdl(*common, "--shard", "1/2")
+    assert second.returncode == 0, second.stderr
+    (run_dir,) = (tmp_path / "bdl-multiswag").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for method in ("sgd", "swa", "swag"):
+        rows = metrics["curves"][method]
+        assert [r["models"] for r in rows] == [1, 2]
+        assert all(0 < r["nll"] < 3 for r in rows)
+    # Averaging two models' probabilities can only lower the NLL below their mean NLL (convexity).
+    from tfbdl.metrics import nll
+
+    with np.load(run_dir / "members" / "member-0" / "test_probs.npz") as a, \
+            np.load(run_dir / "members" / "member-1" / "test_probs.npz") as b:
+        labels = np.argmax(a["sgd"] + b["sgd"], axis=1)  # any labels satisfy the inequality
+        assert nll((a["sgd"] + b["sgd"]) / 2, labels) <= (nll(a["sgd"], labels) + nll(b["sgd"], labels)) / 2 + 1e-12
+    assert (run_dir / "multiswag_nll.png").is_file()
