@@ -28,6 +28,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("bdl-multiswag", ("bdl", "multiswag"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: deep ensembles vs "
                "MultiSWA vs MultiSWAG"),
+    Experiment("bdl-cifar-c", ("bdl", "make-cifar-c"),
+               "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: CIFAR-10-C corruptions"),
 )
 
 

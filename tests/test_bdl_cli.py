@@ -71,3 +71,17 @@ def test_multiswag_members_in_shards_then_merged(shared_data_dir, tmp_path):
         labels = np.argmax(a["sgd"] + b["sgd"], axis=1)  # any labels satisfy the inequality
         assert nll((a["sgd"] + b["sgd"]) / 2, labels) <= (nll(a["sgd"], labels) + nll(b["sgd"], labels)) / 2 + 1e-12
     assert (run_dir / "multiswag_nll.png").is_file()
+
+
+def test_make_cifar_c_writes_every_corruption_and_says_frost_needs_textures(shared_data_dir, tmp_path):
+    result = _tfbdl("bdl", "make-cifar-c", "--scale", "tiny", "--n-images", "6", "--out", str(tmp_path),
+                    "--data-dir", str(shared_data_dir))
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "bdl-cifar-c").iterdir()
+    files = sorted(p.stem for p in (run_dir / "corrupted").glob("*.npz"))
+    assert len(files) == 18 and "frost" not in files
+    with np.load(run_dir / "corrupted" / "gaussian_noise.npz") as data:
+        assert data["severity_5"].shape == (6, 28, 28, 1) and data["severity_5"].dtype == np.uint8
+        assert data["labels"].shape == (6,)
+    summary = (run_dir / "summary.md").read_text()
+    assert "frost was skipped" in summary and "standing in for cifar10/test" in summary

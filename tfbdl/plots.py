@@ -51,6 +51,7 @@ def class_sample_grid(images: np.ndarray, labels: np.ndarray, class_names, path,
         axes[row, 0].text(-4, images.shape[1] / 2, name, ha="right", va="center", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
+        fig.subplots_adjust(top=1 - 0.35 / fig.get_figheight())  # title close to the grid
     return save_figure(fig, path)
 
 
