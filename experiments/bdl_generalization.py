@@ -371,3 +371,79 @@ def make_cifar_c_command(dataset, n_images, texture_dir, scale, out, data_dir, s
     run = run_make_cifar_c(dataset=dataset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
                            n_images=n_images or CORRUPT_SIZES[scale], texture_dir=texture_dir)
     click.echo(f"corrupted sets written to {run.path / 'corrupted'}")
+
+
+# --------------------------------------------------------------------------- prior correlations
+PRIOR_EXPERIMENT = "bdl-prior-correlations"
+PRIOR_ALPHAS = (0.02, 0.1, 1.0)
+PRIOR_SIZES = {"tiny": (10, 20), "smoke": (20, 200), "paper": (100, 1000)}  # (images per class, prior draws)
+
+
+def run_prior_correlations(*, dataset: str, scale: str, out: str, data_dir, seed: int, resume: bool,
+                           per_class: int, draws: int):
+    """Class-pair correlations of LeNet5 outputs under N(0, alpha^2 I) weights, for each alpha."""
+    from tfbdl.bayes.priors import class_pair_correlations, prior_outputs
+    from tfbdl.data import load_for_run
+    from tfbdl.data.subsets import stratified_indices
+    from tfbdl.nn import lenet5
+
+    config = {"experiment": PRIOR_EXPERIMENT, "dataset": dataset, "scale": scale, "seed": seed,
+              "data_dir": data_dir, "per_class": per_class, "draws": draws, "alphas": list(PRIOR_ALPHAS)}
+    run = open_run(PRIOR_EXPERIMENT, config, out=out, scale=scale, resume=resume)
+    if run.is_complete:
+        record_run(run)
+        return run
+    test = load_for_run(dataset, "test", scale, data_dir)
+    run.record_data([test.provenance])
+    keep = stratified_indices(test.labels, per_class, seed=seed)
+    x, y = _images(test)[keep], test.labels[keep]
+    model = lenet5(num_classes=test.num_classes, input_shape=x.shape[1:], seed=seed)
+    matrices = {}
+    for alpha in PRIOR_ALPHAS:
+        outputs = prior_outputs(model, x, alpha=alpha, num_samples=draws, seed=seed)
+        matrices[alpha] = class_pair_correlations(outputs, y, test.num_classes)
+    run.write_metrics({str(alpha): m.tolist() for alpha, m in matrices.items()})
+    _prior_figure(run, matrices)
+    lines = [f"Correlation of LeNet5 outputs between images ({per_class} per class) under a N(0, alpha^2 I) prior "
+             f"on every weight, {draws} draws, averaged per class pair. Data: {test.describe()}.", "",
+             "| alpha | same class (mean of diagonal) | different classes (mean off-diagonal) |", "|---:|---:|---:|"]
+    for alpha, m in matrices.items():
+        off = m[~np.eye(len(m), dtype=bool)]
+        lines.append(f"| {alpha} | {np.nanmean(np.diag(m)):.3f} | {np.nanmean(off):.3f} |")
+    run.finish("\n".join(lines) + "\n")
+    record_run(run)
+    return run
+
+
+def _prior_figure(run, matrices: dict) -> None:
+    from tfbdl.plots import _pyplot, save_figure
+
+    plt = _pyplot()
+    low = min(float(np.nanmin(m)) for m in matrices.values())
+    low = np.floor(low * 20) / 20  # one colour scale for all panels, starting near the data
+    fig, axes = plt.subplots(1, len(matrices), figsize=(3.8 * len(matrices), 3.2), squeeze=False)
+    for ax, (alpha, m) in zip(axes[0], matrices.items()):
+        image = ax.imshow(m, vmin=low, vmax=1.0, cmap="viridis")
+        ax.set_title(f"alpha = {alpha}", fontsize=9)
+        ax.set_xticks(range(len(m)))
+        ax.set_yticks(range(len(m)))
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("class", fontsize=8)
+        ax.set_ylabel("class", fontsize=8)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle("Prior correlation of outputs between classes", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, run.file("prior_correlations.png"))
+
+
+@bdl.command("prior-correlations")
+@click.option("--dataset", default="mnist", show_default=True, help="Images whose prior output correlations are shown.")
+@click.option("--per-class", type=click.IntRange(min=2), default=None, help="Images per class (default: scale preset).")
+@click.option("--draws", type=click.IntRange(min=2), default=None, help="Prior weight draws (default: scale preset).")
+@common_run_options
+def prior_correlations_command(dataset, per_class, draws, scale, out, data_dir, seed, resume):
+    """LeNet5 output correlations per class pair under spherical Gaussian priors (alpha 0.02, 0.1, 1)."""
+    default_per_class, default_draws = PRIOR_SIZES[scale]
+    run = run_prior_correlations(dataset=dataset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
+                                 per_class=per_class or default_per_class, draws=draws or default_draws)
+    click.echo(f"prior correlations written to {run.path}")

@@ -30,6 +30,8 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                "MultiSWA vs MultiSWAG"),
     Experiment("bdl-cifar-c", ("bdl", "make-cifar-c"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: CIFAR-10-C corruptions"),
+    Experiment("bdl-prior-correlations", ("bdl", "prior-correlations"),
+               "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: prior correlations"),
 )
 
 

@@ -85,3 +85,20 @@ def test_make_cifar_c_writes_every_corruption_and_says_frost_needs_textures(shar
         assert data["labels"].shape == (6,)
     summary = (run_dir / "summary.md").read_text()
     assert "frost was skipped" in summary and "standing in for cifar10/test" in summary
+
+
+def test_prior_correlations_show_more_correlation_within_classes(shared_data_dir, tmp_path):
+    result = _tfbdl("bdl", "prior-correlations", "--scale", "tiny", "--draws", "60", "--out", str(tmp_path),
+                    "--data-dir", str(shared_data_dir))
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "bdl-prior-correlations").iterdir()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) == {"0.02", "0.1", "1.0"}
+    for matrix in metrics.values():
+        m = np.array(matrix)
+        assert m.shape == (10, 10)
+        np.testing.assert_allclose(m, m.T, atol=1e-12)
+        assert np.all(m <= 1.0 + 1e-12)
+    m = np.array(metrics["1.0"])
+    assert np.mean(np.diag(m)) > np.mean(m[~np.eye(10, dtype=bool)])  # digits of a class look alike a priori
+    assert (run_dir / "prior_correlations.png").is_file()
