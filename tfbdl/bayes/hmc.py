@@ -26,22 +26,15 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.validate import integer, positive_number
 
 __all__ = ["BNNLogDensity", "HMCResult", "bnn_log_prob", "hmc_sample", "predict_bnn"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-def _int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidOptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise InvalidOptionError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 # --------------------------------------------------------------------------- HMC
@@ -95,11 +88,11 @@ def hmc_sample(target_log_prob_fn, init_state, num_results: int = 1000, num_burn
     Returns:
         :class:`HMCResult`.
     """
-    num_results = _int(num_results, "num_results", 1)
-    num_burnin = _int(num_burnin, "num_burnin", 0)
-    num_leapfrog = _int(num_leapfrog, "num_leapfrog", 1)
-    thinning = _int(thinning, "thinning", 1)
-    step_size = _positive_float(step_size, "step_size")
+    num_results = integer(num_results, "num_results", 1)
+    num_burnin = integer(num_burnin, "num_burnin", 0)
+    num_leapfrog = integer(num_leapfrog, "num_leapfrog", 1)
+    thinning = integer(thinning, "thinning", 1)
+    step_size = positive_number(step_size, "step_size")
     if not 0.0 < float(target_accept_prob) < 1.0:
         raise InvalidOptionError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -108,7 +101,7 @@ def hmc_sample(target_log_prob_fn, init_state, num_results: int = 1000, num_burn
     parts = [tf.convert_to_tensor(s) for s in (init_state if is_list else [init_state])]
     parts = [p if p.dtype.is_floating else tf.cast(p, tf.float32) for p in parts]
     if num_chains is not None:
-        num_chains = _int(num_chains, "num_chains", 1)
+        num_chains = integer(num_chains, "num_chains", 1)
         parts = [tf.repeat(p[None], num_chains, axis=0) for p in parts]
     elif any(p.shape.rank == 0 for p in parts):
         raise ShapeError("without num_chains, init_state needs a leading chain axis; pass num_chains=1 for one chain")
@@ -169,7 +162,7 @@ def _layer_sizes(sizes) -> tuple[int, ...]:
     if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence) or len(sizes) < 2:
         raise InvalidOptionError(f"mlp_layer_sizes must list the input, hidden and output widths, e.g. (1, 50, 50, 1); "
                                  f"got {sizes!r}")
-    return tuple(_int(s, "each layer size", 1) for s in sizes)
+    return tuple(integer(s, "each layer size", 1) for s in sizes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,8 +234,8 @@ class BNNLogDensity:
                  activation="relu", dtype=None):
         self._mlp = _MLPShapes(_layer_sizes(mlp_layer_sizes), _activation(activation))
         self.layer_sizes = self._mlp.layer_sizes
-        self.prior_scale = _positive_float(prior_scale, "prior_scale")
-        self.noise_scale = _positive_float(noise_scale, "noise_scale")
+        self.prior_scale = positive_number(prior_scale, "prior_scale")
+        self.noise_scale = positive_number(noise_scale, "noise_scale")
         x_arr = np.asarray(x)
         if dtype is None:
             dtype = x_arr.dtype if np.issubdtype(x_arr.dtype, np.floating) else np.float32
@@ -301,7 +294,7 @@ class BNNLogDensity:
 
     def sample_prior(self, seed: int = 0, num_samples: int | None = None) -> tf.Tensor:
         """Flat weights from the prior: ``[D]`` or ``[num_samples, D]`` (stateless, seeded)."""
-        shape = [self.num_params] if num_samples is None else [_int(num_samples, "num_samples", 1), self.num_params]
+        shape = [self.num_params] if num_samples is None else [integer(num_samples, "num_samples", 1), self.num_params]
         return self.prior_scale * tf.random.stateless_normal(shape, seed=[int(seed), 0x424E], dtype=self.dtype)
 
 

@@ -35,20 +35,13 @@ import tensorflow as tf
 
 from tfbdl.bayes.laplace import Likelihood
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.validate import integer, positive_number
 
 __all__ = ["PolynomialDecay", "SGLD", "SGLDResult", "polynomial_decay", "sgld_sample"]
 
 
-def _nonneg_int(value, name: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidOptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise InvalidOptionError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,7 +53,7 @@ class PolynomialDecay:
     gamma: float = 0.55
 
     def __post_init__(self):
-        _positive_float(self.a, "a")
+        positive_number(self.a, "a")
         if not (isinstance(self.b, numbers.Real) and self.b > 0):
             raise InvalidOptionError(f"b must be positive (the step size at t=0 is a * b^-gamma), got {self.b!r}")
         if not (isinstance(self.gamma, numbers.Real) and 0.0 <= self.gamma <= 1.0):
@@ -80,7 +73,7 @@ def _schedule(step_size_schedule, data_size: int) -> Callable[[int], float]:
         # eps ~ 1 / N suits a posterior whose per-example curvature is of order one
         return PolynomialDecay(a=0.1 / data_size, b=1.0, gamma=0.55)
     if isinstance(step_size_schedule, numbers.Real) and not isinstance(step_size_schedule, bool):
-        eps = _positive_float(step_size_schedule, "step_size_schedule")
+        eps = positive_number(step_size_schedule, "step_size_schedule")
         return lambda t: eps
     if callable(step_size_schedule):
         return step_size_schedule
@@ -168,11 +161,11 @@ def sgld_sample(log_prob_fn, init_params, data_size: int, batches=None, num_step
     Returns:
         :class:`SGLDResult` with ``(num_steps - burn_in) // thinning`` samples.
     """
-    data_size = _nonneg_int(data_size, "data_size", 1)
-    num_steps = _nonneg_int(num_steps, "num_steps", 1)
-    thinning = _nonneg_int(thinning, "thinning", 1)
-    burn_in = _nonneg_int(burn_in, "burn_in", 0)
-    temperature = _positive_float(temperature, "temperature")
+    data_size = integer(data_size, "data_size", 1)
+    num_steps = integer(num_steps, "num_steps", 1)
+    thinning = integer(thinning, "thinning", 1)
+    burn_in = integer(burn_in, "burn_in", 0)
+    temperature = positive_number(temperature, "temperature")
     if burn_in >= num_steps:
         raise InvalidOptionError(f"burn_in ({burn_in}) must be smaller than num_steps ({num_steps})")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
@@ -267,11 +260,11 @@ class SGLD:
         if not isinstance(model, keras.Model) or not model.built or not model.trainable_variables:
             raise InvalidOptionError("SGLD needs a built keras.Model with trainable weights")
         self.model = model
-        self.data_size = _nonneg_int(data_size, "data_size", 1)
+        self.data_size = integer(data_size, "data_size", 1)
         self.likelihood = Likelihood.make(likelihood, noise_scale)
-        self.prior_precision = _positive_float(prior_precision, "prior_precision")
+        self.prior_precision = positive_number(prior_precision, "prior_precision")
         self.step_size_schedule = step_size_schedule
-        self.temperature = _positive_float(temperature, "temperature")
+        self.temperature = positive_number(temperature, "temperature")
         self.seed = seed
         self.samples: list[list[np.ndarray]] = []
         self.result: SGLDResult | None = None
@@ -309,11 +302,11 @@ class SGLD:
         ``num_samples`` samples (all by default): ``[n, K]``."""
         if not self.samples:
             raise InvalidOptionError("no samples yet: call run() first")
-        chosen = self.samples if num_samples is None else self.samples[-_nonneg_int(num_samples, "num_samples", 1):]
+        chosen = self.samples if num_samples is None else self.samples[-integer(num_samples, "num_samples", 1):]
         link = self.likelihood.link
         forward = tf.function(lambda params, xb: link(self._outputs(params, xb)), reduce_retracing=True)
         n = int(x.shape[0])
-        step = n if batch_size is None else _nonneg_int(batch_size, "batch_size", 1)
+        step = n if batch_size is None else integer(batch_size, "batch_size", 1)
         total = None
         for sample in chosen:
             params = [tf.convert_to_tensor(a, dtype=v.dtype) for a, v in zip(sample, self.model.trainable_variables)]
