@@ -327,6 +327,9 @@ def run_make_cifar_c(*, dataset: str, scale: str, out: str, data_dir, seed: int,
         return run
     test = load_for_run(dataset, "test", scale, data_dir)
     run.record_data([test.provenance])
+    if n_images is not None and n_images > test.labels.size:
+        raise InvalidOptionError(f"--n-images {n_images} is more than the {test.labels.size} test images of "
+                                 f"{test.describe()}")
     keep = np.arange(test.labels.size) if n_images is None else \
         np.sort(np.random.default_rng(seed).permutation(test.labels.size)[:n_images])
     images, labels = test.images[keep], test.labels[keep]

@@ -102,3 +102,10 @@ def test_prior_correlations_show_more_correlation_within_classes(shared_data_dir
     m = np.array(metrics["1.0"])
     assert np.mean(np.diag(m)) > np.mean(m[~np.eye(10, dtype=bool)])  # digits of a class look alike a priori
     assert (run_dir / "prior_correlations.png").is_file()
+
+
+def test_make_cifar_c_refuses_more_images_than_the_test_set(shared_data_dir, tmp_path):
+    result = _tfbdl("bdl", "make-cifar-c", "--scale", "tiny", "--n-images", "999999", "--out", str(tmp_path),
+                    "--data-dir", str(shared_data_dir))
+    assert result.returncode == 1 and "--n-images 999999 is more than the 10000 test images" in result.stderr
+    assert "Traceback" not in result.stderr
