@@ -29,7 +29,10 @@ def cli():
 
 
 def _register_commands() -> None:
-    from experiments import bdl_generalization, convnet_gp, data_commands, run_all
+    # bdl_priors, bdl_regression and bdl_rethinking are imported only for their decorators, which
+    # add their commands to the bdl group.
+    from experiments import (  # noqa: F401
+        bdl_generalization, bdl_priors, bdl_regression, bdl_rethinking, convnet_gp, data_commands, run_all)
 
     cli.add_command(data_commands.data)
     cli.add_command(convnet_gp.convnet_gp)

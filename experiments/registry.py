@@ -25,13 +25,25 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                "marginal-likelihood optimisation"),
     Experiment("bdl-swag", ("bdl", "swag"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: SGD vs SWA vs SWAG"),
+    Experiment("bdl-swag-preresnet20", ("bdl", "swag", "--model", "preresnet20"),
+               "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: SGD vs SWA vs SWAG, "
+               "PreResNet20 on CIFAR-10"),
     Experiment("bdl-multiswag", ("bdl", "multiswag"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: deep ensembles vs "
                "MultiSWA vs MultiSWAG"),
+    Experiment("bdl-multiswag-preresnet20", ("bdl", "multiswag", "--model", "preresnet20"),
+               "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: deep ensembles vs "
+               "MultiSWA vs MultiSWAG on CIFAR-10 and CIFAR-10-C, PreResNet20"),
     Experiment("bdl-cifar-c", ("bdl", "make-cifar-c"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: CIFAR-10-C corruptions"),
     Experiment("bdl-prior-correlations", ("bdl", "prior-correlations"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: prior correlations"),
+    Experiment("bdl-regression-1d", ("bdl", "regression-1d"),
+               "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: HMC vs deep ensembles "
+               "vs VI on 1-D regression"),
+    Experiment("bdl-rethinking-generalization", ("bdl", "rethinking-generalization"),
+               "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: rethinking "
+               "generalization (corrupted labels)"),
 )
 
 

@@ -124,6 +124,14 @@ def test_hmc_recovers_a_correlated_gaussian():
     np.testing.assert_array_equal(again.samples, result.samples)
 
 
+def test_hmc_without_adaptation_keeps_and_reports_the_given_step_size():
+    for options in ({"adapt_step_size": False, "num_burnin": 50}, {"num_burnin": 0}):
+        result = hmc_sample(gaussian_log_prob, np.zeros(2), num_results=200, step_size=0.25, num_leapfrog=3,
+                            num_chains=16, seed=2, **options)
+        assert result.step_size == pytest.approx(0.25)
+        np.testing.assert_allclose(result.flat_samples().mean(0), MEAN, atol=0.15)
+
+
 def test_hmc_list_state_and_errors():
     def lp(a, b):
         return gaussian_log_prob(tf.concat([a, b], axis=-1))

@@ -420,3 +420,13 @@ def test_make_corrupted_set_defaults_to_all_19_and_redoes_a_damaged_file(tmp_pat
     C.make_corrupted_set(images, labels, tmp_path, names=["fog"], severities=(1, 5), progress=False)
     with np.load(paths["fog"]) as archive:
         np.testing.assert_array_equal(archive["severity_5"], C.corrupt(images, "fog", 5, seed=0))
+
+
+def test_informative_corruptions_skip_frost_without_textures_and_saturate_on_grey(tmp_path):
+    grey, grey_skipped = C.informative_corruptions(1)
+    assert grey_skipped == ["frost", "saturate"] and len(grey) == 17
+    colour, colour_skipped = C.informative_corruptions(3, texture_dir=tmp_path)
+    assert colour_skipped == [] and colour == list(C.CORRUPTIONS)
+    # Saturate really leaves a grey image unchanged, which is why it is skipped there.
+    image = np.random.default_rng(0).integers(0, 256, size=(2, 12, 12, 1), dtype=np.uint8)
+    np.testing.assert_array_equal(C.corrupt(image, "saturate", 5), image)

@@ -122,7 +122,10 @@ def hmc_sample(target_log_prob_fn, init_state, num_results: int = 1000, num_burn
 
     def trace_fn(_, results):
         inner = getattr(results, "inner_results", results)
-        return inner.is_accepted, inner.accepted_results.target_log_prob, inner.accepted_results.step_size
+        step = inner.accepted_results.step_size
+        if isinstance(step, (list, tuple)):  # without adaptation TFP keeps no step size in its results
+            step = step[0] if step else tf.constant(step_size, dtype)
+        return inner.is_accepted, inner.accepted_results.target_log_prob, step
 
     @tf.function(autograph=False, jit_compile=jit_compile)
     def run(state, stateless_seed):
@@ -139,7 +142,6 @@ def hmc_sample(target_log_prob_fn, init_state, num_results: int = 1000, num_burn
     accepted = accepted.numpy().astype(np.float64)
     out = [s.numpy() for s in samples]
     final_step = step_sizes[-1]
-    final_step = final_step[0] if isinstance(final_step, (list, tuple)) else final_step
     return HMCResult(samples=out if is_list else out[0], acceptance_rate=float(accepted.mean()),
                      acceptance_rate_per_chain=accepted.mean(axis=0), step_size=float(np.mean(final_step)),
                      target_log_prob=target_lp.numpy())

@@ -155,24 +155,36 @@ class SWAG(tf.Module):
 
 def refresh_batch_norm(model, batches) -> int:
     """Recompute the moving statistics of every BatchNormalization layer of ``model`` as the
-    plain average over ``batches`` (iterable of input arrays), as after SWA or a SWAG sample,
-    whose weights never produced the stored statistics. Returns the number of batches used."""
+    plain average over ``batches`` (iterable of input arrays) of each batch's statistics, as after
+    SWA or a SWAG sample, whose weights never produced the stored statistics. Returns the number
+    of batches used.
+
+    Each batch runs through one compiled training-mode forward pass with momentum 0 (so the
+    moving statistics hold that batch's), and the averages are accumulated outside the graph.
+    """
     from tfbdl.nn import batch_norm_layers
+    from tfbdl.nn.utils import cached_function
 
     layers = batch_norm_layers(model)
     if not layers:
         return 0
     saved = [layer.momentum for layer in layers]
-    for layer in layers:
-        layer.moving_mean.assign(tf.zeros_like(layer.moving_mean))
-        layer.moving_variance.assign(tf.ones_like(layer.moving_variance))
+    sums = [[np.zeros(layer.moving_mean.shape), np.zeros(layer.moving_variance.shape)] for layer in layers]
     count = 0
     try:
+        for layer in layers:
+            layer.momentum = 0.0
+        forward = cached_function(model, "_tfbdl_bn_forward", lambda x: model(x, training=True))
         for x in batches:
-            for layer in layers:  # cumulative average: batch t gets weight 1 / (t + 1)
-                layer.momentum = count / (count + 1)
-            model(x, training=True)
+            forward(tf.convert_to_tensor(x))
+            for total, layer in zip(sums, layers):
+                total[0] += layer.moving_mean.numpy()
+                total[1] += layer.moving_variance.numpy()
             count += 1
+        for (mean, var), layer in zip(sums, layers):
+            if count:
+                layer.moving_mean.assign((mean / count).astype(layer.moving_mean.dtype))
+                layer.moving_variance.assign((var / count).astype(layer.moving_variance.dtype))
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum
@@ -219,8 +231,12 @@ def _bn_layers(model):
 
 
 def _softmax_in_batches(model, x, batch_size: int) -> np.ndarray:
-    outputs = [tf.nn.softmax(model(x[i:i + batch_size], training=False), axis=-1).numpy()
-               for i in range(0, len(x), batch_size)]
+    """Softmax of ``model(x)`` in inference mode, [N, C] float64, through one compiled forward pass."""
+    from tfbdl.nn.utils import cached_function
+
+    forward = cached_function(model, "_tfbdl_softmax",
+                              lambda xb: tf.nn.softmax(model(xb, training=False), axis=-1))
+    outputs = [forward(tf.convert_to_tensor(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
     return np.concatenate(outputs, axis=0).astype(np.float64)
 
 

@@ -900,6 +900,18 @@ def _options_for(name: str, texture_dir) -> dict:
     return {"texture_dir": texture_dir} if name == "frost" else {}
 
 
+def informative_corruptions(channels: int, texture_dir=None) -> tuple[list[str], list[str]]:
+    """``(used, skipped)`` corruption names worth evaluating on images with ``channels`` channels:
+    frost is skipped without its texture images, saturate on grey images (it changes nothing)."""
+    used, skipped = [], []
+    for name in CORRUPTIONS:
+        if (name == "frost" and not texture_dir) or (name == "saturate" and channels == 1):
+            skipped.append(name)
+        else:
+            used.append(name)
+    return used, skipped
+
+
 def corrupt(images, name: str, severity: int, seed: int = 0, *, texture_dir=None) -> np.ndarray:
     """Apply corruption ``name`` at ``severity`` (1..5) to uint8 NHWC ``images``; deterministic in ``seed``.
 

@@ -1,4 +1,5 @@
-"""Helpers on built Keras models: parameter counts and the batch-norm layers (for SWA/SWAG)."""
+"""Helpers on built Keras models: parameter counts, the batch-norm layers (for SWA/SWAG) and
+compiled forward passes cached on a model."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 
 from tfbdl.errors import InvalidOptionError
 
-__all__ = ["count_params", "batch_norm_layers"]
+__all__ = ["count_params", "batch_norm_layers", "cached_function"]
 
 
 def count_params(model: keras.Model, include_non_trainable: bool = False) -> int:
@@ -50,3 +51,21 @@ def batch_norm_layers(model: keras.layers.Layer) -> list[keras.layers.BatchNorma
         raise InvalidOptionError(f"batch_norm_layers takes a Keras model or layer, got {type(model).__name__}")
     visit(model)
     return found
+
+
+def cached_function(model, name: str, function):
+    """``function`` wrapped in a ``tf.function`` and cached on ``model`` under ``name``.
+
+    Traced once per input signature and reused by every later call, so evaluating a model many
+    times with reassigned weights (posterior or prior samples) costs no retracing: the graph reads
+    the variables' current values. Python attributes the function reads (e.g. a batch-norm
+    momentum) are frozen at tracing time; callers that change one must set it the same way before
+    every call.
+    """
+    cached = getattr(model, name, None)
+    if cached is None:
+        import tensorflow as tf
+
+        cached = tf.function(function, reduce_retracing=True)
+        object.__setattr__(model, name, cached)  # a plain attribute: not tracked as a layer or variable
+    return cached

@@ -1,0 +1,69 @@
+"""Pieces of the bdl experiments that need no training: presets, image preparation, splits, priors."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import norm
+
+from experiments.bdl_generalization import (MULTI_PRESETS, PRESETS, prepare_images, prior_weight_decay,
+                                            split_validation, temperature_scaled)
+from tfbdl.errors import InvalidOptionError
+
+
+def test_every_preset_collects_at_least_one_snapshot_and_paper_keeps_the_reference_schedule():
+    for model, by_scale in PRESETS.items():
+        for scale, preset in by_scale.items():
+            assert 1 <= preset.swa_start <= preset.epochs, (model, scale)
+            assert preset.model == model
+    for model in ("preresnet20", "vgg16", "vgg16_bn"):
+        paper = PRESETS[model]["paper"]
+        assert (paper.epochs, paper.swa_start, paper.swa_lr, paper.max_rank) == (300, 161, 0.01, 20)
+        assert paper.dataset == "cifar10" and paper.augment
+    assert PRESETS["preresnet20"]["paper"].lr_init == 0.1 and PRESETS["vgg16"]["paper"].lr_init == 0.05
+    for by_scale in MULTI_PRESETS.values():
+        assert by_scale["paper"].n_corrupt is None and by_scale["paper"].models == 10
+
+
+def test_images_are_scaled_and_centred_in_the_padding_the_model_needs():
+    images = np.full((2, 28, 28, 1), 255, np.uint8)
+    padded = prepare_images(images, "preresnet20")
+    assert padded.shape == (2, 32, 32, 1) and padded.dtype == np.float32
+    assert padded[:, 2:30, 2:30].min() == 1.0 and padded.sum() == 2 * 28 * 28
+    unpadded = prepare_images(images[:, :, :, :], "lenet5")
+    assert unpadded.shape == (2, 28, 28, 1) and unpadded.max() == 1.0
+    assert prepare_images(np.zeros((1, 32, 32, 3), np.uint8), "vgg16").shape == (1, 32, 32, 3)
+
+
+def test_validation_split_is_disjoint_seeded_and_of_the_asked_size():
+    x = np.arange(50)[:, None].astype(np.float32)
+    y = np.arange(50) % 5
+    x_fit, y_fit, x_val, y_val = split_validation(x, y, 12, seed=3)
+    assert len(x_val) == 12 and len(x_fit) == 38
+    assert not set(x_val[:, 0]) & set(x_fit[:, 0])
+    np.testing.assert_array_equal(y_val, x_val[:, 0].astype(int) % 5)
+    np.testing.assert_array_equal(split_validation(x, y, 12, seed=3)[2], x_val)
+    assert not np.array_equal(split_validation(x, y, 12, seed=4)[2], x_val)
+    with pytest.raises(InvalidOptionError, match="smaller than the training set"):
+        split_validation(x, y, 50, seed=0)
+
+
+def test_prior_weight_decay_is_the_gaussian_prior_per_example():
+    w = np.random.default_rng(0).normal(size=100)
+    n, v = 5000, 0.3
+    # N * wd * |w|^2 must be -log N(w; 0, v I) up to its constant (its value at w = 0).
+    log_prior = norm.logpdf(w, scale=math.sqrt(v)).sum() - norm.logpdf(np.zeros_like(w), scale=math.sqrt(v)).sum()
+    assert n * prior_weight_decay(v, n) * np.sum(w ** 2) == pytest.approx(-log_prior, rel=1e-12)
+
+
+def test_temperature_scaling_fits_on_validation_and_keeps_test_classes():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(300, 4)) * 6.0  # far too confident for labels that are half noise
+    labels = np.where(rng.random(300) < 0.5, logits.argmax(axis=1), rng.integers(0, 4, 300))
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    scaled, temperatures = temperature_scaled({"sgd": probs[:150]}, labels[:150], {"sgd": probs[150:]})
+    assert temperatures["sgd"] > 1.5
+    np.testing.assert_array_equal(scaled["sgd"].argmax(axis=1), probs[150:].argmax(axis=1))
+    test_nll = lambda p: -np.mean(np.log(p[np.arange(150), labels[150:]]))  # noqa: E731
+    assert test_nll(scaled["sgd"]) < test_nll(probs[150:])
