@@ -32,11 +32,13 @@ def _register_commands() -> None:
     # bdl_priors, bdl_regression and bdl_rethinking are imported only for their decorators, which
     # add their commands to the bdl group.
     from experiments import (  # noqa: F401
-        bdl_generalization, bdl_priors, bdl_regression, bdl_rethinking, convnet_gp, data_commands, run_all)
+        bdl_generalization, bdl_priors, bdl_regression, bdl_rethinking, convnet_gp, data_commands,
+        deep_weight_prior, run_all)
 
     cli.add_command(data_commands.data)
     cli.add_command(convnet_gp.convnet_gp)
     cli.add_command(bdl_generalization.bdl)
+    cli.add_command(deep_weight_prior.dwp)
     cli.add_command(run_all.run_all)
 
 

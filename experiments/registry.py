@@ -44,6 +44,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("bdl-rethinking-generalization", ("bdl", "rethinking-generalization"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: rethinking "
                "generalization (corrupted labels)"),
+    Experiment("dwp", ("dwp", "run"),
+               "The Deep Weight Prior: kernel bank, kernel VAEs, BNNs with standard-normal / log-uniform / DWP priors, "
+               "DWP initialisation"),
 )
 
 

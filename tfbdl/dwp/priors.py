@@ -1,0 +1,199 @@
+"""Per-layer prior terms of the ELBO for a fully factorised Gaussian posterior.
+
+Every prior has one method, ``kl(mu, log_sigma, seed=None) -> scalar``: the KL divergence (or
+an upper bound / approximation of it) from ``q(w) = prod_i N(w_i | mu_i, sigma_i^2)`` to the
+prior, summed over every entry of the kernel. ``mu`` and ``log_sigma`` have the layer's kernel
+shape. Layers treat all priors alike; ``needs_samples`` says whether the term is a Monte Carlo
+estimate (drawing from ``seed``) rather than a closed form.
+
+- :class:`StandardNormalPrior`: ``N(0, scale^2)`` per weight, closed-form KL (the reference's
+  ``'sn'`` prior, ``scale`` its ``--lamb``).
+- :class:`LogUniformPrior`: the improper log-uniform prior of sparse variational dropout with the
+  KL approximation of Molchanov, Ashukha & Vetrov (2017), ``log alpha = log sigma^2 - log mu^2``.
+- :class:`DeepWeightPrior`: the implicit prior of a kernel VAE over ``k x k`` slices (Atanov et
+  al. 2019): ``KL(q || p) <= -H(q) - E_q[ bound(w) ]`` with the entropy in closed form and the
+  expectation over ``w ~ q`` by reparameterised draws, ``bound`` from
+  :func:`tfbdl.dwp.bound.dwp_log_prior_bound` (the reference's ``kl_dwp``).
+
+Kernel layout. A Keras convolution kernel ``[k, k, in, out]`` holds ``in * out`` slices
+``W[:, :, i, o]`` of shape ``[k, k]``. :func:`kernel_slices` transposes it to
+``[out, in, k, k]`` (PyTorch's weight layout) and reshapes to ``[out * in, k, k]``, so slice
+``o * in + i`` is ``W[:, :, i, o]``, the order of the reference and of
+:func:`tfbdl.dwp.kernel_bank.kernel_slices`; :func:`kernel_from_slices` inverts it.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import tensorflow as tf
+
+from tfbdl.dwp.bound import check_vae, draw_seed, dwp_log_prior_bound, split_seed
+from tfbdl.errors import InvalidOptionError, ShapeError
+
+__all__ = ["Prior", "StandardNormalPrior", "LogUniformPrior", "DeepWeightPrior", "kernel_slices",
+           "kernel_from_slices", "LOG_UNIFORM_K1", "LOG_UNIFORM_K2", "LOG_UNIFORM_K3"]
+
+#: Constants of Molchanov et al.'s (2017) fit of the log-uniform KL (their eq. 14).
+LOG_UNIFORM_K1, LOG_UNIFORM_K2, LOG_UNIFORM_K3 = 0.63576, 1.87320, 1.48695
+
+_HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
+
+
+def kernel_slices(kernel) -> tf.Tensor:
+    """``[k, k, in, out] -> [out * in, k, k]`` (slice ``o * in + i`` is ``kernel[:, :, i, o]``)."""
+    kernel = tf.convert_to_tensor(kernel)
+    if kernel.shape.rank != 4 or kernel.shape[0] != kernel.shape[1]:
+        raise ShapeError(f"a convolution kernel must be [k, k, in, out] with square k x k, got {kernel.shape}")
+    k = int(kernel.shape[0])
+    return tf.reshape(tf.transpose(kernel, [3, 2, 0, 1]), [-1, k, k])
+
+
+def kernel_from_slices(slices, in_channels: int, out_channels: int) -> tf.Tensor:
+    """Inverse of :func:`kernel_slices`: ``[out * in, k, k] -> [k, k, in, out]``."""
+    slices = tf.convert_to_tensor(slices)
+    if slices.shape.rank != 3 or slices.shape[1] != slices.shape[2]:
+        raise ShapeError(f"kernel slices must be [n, k, k], got {slices.shape}")
+    k = int(slices.shape[1])
+    if slices.shape[0] is not None and slices.shape[0] != in_channels * out_channels:
+        raise ShapeError(f"{slices.shape[0]} slices cannot fill {in_channels} x {out_channels} channels")
+    return tf.transpose(tf.reshape(slices, [out_channels, in_channels, k, k]), [2, 3, 1, 0])
+
+
+def _float_tensors(mu, log_sigma) -> tuple[tf.Tensor, tf.Tensor]:
+    mu = tf.convert_to_tensor(mu)
+    log_sigma = tf.cast(tf.convert_to_tensor(log_sigma), mu.dtype)
+    if mu.shape != log_sigma.shape:
+        raise ShapeError(f"mu {mu.shape} and log_sigma {log_sigma.shape} must have the same shape")
+    return mu, log_sigma
+
+
+def _positive(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise InvalidOptionError(f"{name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+class Prior:
+    """Interface: ``kl(mu, log_sigma, seed=None) -> scalar`` for ``q = N(mu, exp(log_sigma)^2)``."""
+
+    #: whether :meth:`kl` is a Monte Carlo estimate that uses ``seed``.
+    needs_samples = False
+
+    def kl(self, mu, log_sigma, seed=None) -> tf.Tensor:
+        raise NotImplementedError
+
+
+class StandardNormalPrior(Prior):
+    """``p(w) = N(0, scale^2)`` for every weight; ``KL = sum log(scale/sigma) + (sigma^2 + mu^2)
+    / (2 scale^2) - 1/2`` (``0.5 * sum(sigma^2 + mu^2 - 1 - log sigma^2)`` for ``scale = 1``)."""
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = _positive(scale, "scale")
+
+    def kl(self, mu, log_sigma, seed=None) -> tf.Tensor:
+        mu, log_sigma = _float_tensors(mu, log_sigma)
+        log_scale = math.log(self.scale)
+        ratio = (tf.exp(2.0 * log_sigma) + tf.square(mu)) / (self.scale ** 2)
+        return tf.reduce_sum(log_scale - log_sigma + 0.5 * ratio - 0.5)
+
+    def __repr__(self) -> str:
+        return f"StandardNormalPrior(scale={self.scale})"
+
+
+class LogUniformPrior(Prior):
+    """The log-uniform prior ``p(|w|) ~ 1 / |w|`` with Molchanov et al.'s (2017) approximation::
+
+        KL ~= k1 - k1 * sigmoid(k2 + k3 * log alpha) + 0.5 * log(1 + 1 / alpha)
+
+    per weight, ``log alpha = log sigma^2 - log mu^2`` (``mu^2`` floored at ``eps``). The constant
+    ``k1`` (the approximation's ``-C``) makes the KL tend to 0 as ``alpha -> inf``; the reference's
+    ``kl_loguniform`` leaves it out, which changes nothing but the reported value.
+    """
+
+    def __init__(self, eps: float = 1e-16):
+        self.eps = _positive(eps, "eps")
+
+    def log_alpha(self, mu, log_sigma) -> tf.Tensor:
+        """``log sigma^2 - log(mu^2 + eps)``, same shape as ``mu``."""
+        mu, log_sigma = _float_tensors(mu, log_sigma)
+        return 2.0 * log_sigma - tf.math.log(tf.square(mu) + tf.cast(self.eps, mu.dtype))
+
+    def kl(self, mu, log_sigma, seed=None) -> tf.Tensor:
+        la = self.log_alpha(mu, log_sigma)
+        k1, k2, k3 = LOG_UNIFORM_K1, LOG_UNIFORM_K2, LOG_UNIFORM_K3
+        per_weight = k1 - k1 * tf.sigmoid(k2 + k3 * la) + 0.5 * tf.math.softplus(-la)
+        return tf.reduce_sum(per_weight)
+
+    def __repr__(self) -> str:
+        return "LogUniformPrior()"
+
+
+class DeepWeightPrior(Prior):
+    """The deep weight prior: a frozen kernel VAE per kernel size over every ``k x k`` slice.
+
+    ``kl`` returns the Monte Carlo estimate of the upper bound
+    ``KL(q || p) <= -H(q) - E_q[ sum_slices bound(w_slice) ]`` with ``weight_samples`` draws
+    ``w ~ q`` and ``latent_samples`` latent draws per slice in each bound (the reference's
+    ``--dwp_samples`` is ``weight_samples``, with one latent draw each). Only kernels
+    ``[k, k, in, out]`` whose ``k`` has a VAE are accepted.
+
+    Args:
+        vae_by_kernel_size: ``{k: vae}`` (see :mod:`tfbdl.dwp.bound` for the VAE interface), or
+            one VAE (used for its own ``kernel_size``).
+        weight_samples, latent_samples: the Monte Carlo sizes.
+        analytic_kl: closed-form ``KL(r(z|w) || N(0, I))`` in the bound, as the reference.
+    """
+
+    needs_samples = True
+
+    def __init__(self, vae_by_kernel_size, *, weight_samples: int = 1, latent_samples: int = 1,
+                 analytic_kl: bool = True):
+        if not isinstance(vae_by_kernel_size, dict):
+            check_vae(vae_by_kernel_size)
+            vae_by_kernel_size = {int(vae_by_kernel_size.kernel_size): vae_by_kernel_size}
+        if not vae_by_kernel_size:
+            raise InvalidOptionError("DeepWeightPrior needs at least one kernel VAE ({kernel_size: vae})")
+        vaes = {}
+        for k, vae in vae_by_kernel_size.items():
+            if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+                raise InvalidOptionError(f"kernel sizes must be positive integers, got {k!r}")
+            check_vae(vae, int(k))
+            vaes[int(k)] = vae
+        self.vaes = vaes
+        for name, value in (("weight_samples", weight_samples), ("latent_samples", latent_samples)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise InvalidOptionError(f"{name} must be a positive integer, got {value!r}")
+        self.weight_samples = int(weight_samples)
+        self.latent_samples = int(latent_samples)
+        self.analytic_kl = bool(analytic_kl)
+
+    def vae_for(self, kernel_size: int):
+        """The VAE of ``kernel_size x kernel_size`` slices, else ShapeError."""
+        try:
+            return self.vaes[int(kernel_size)]
+        except KeyError:
+            raise ShapeError(f"the deep weight prior has VAEs for kernel sizes {sorted(self.vaes)}, "
+                             f"not {kernel_size}; add one or use another prior for this layer") from None
+
+    def kl(self, mu, log_sigma, seed=None) -> tf.Tensor:
+        """``-H(q) - (1/S) sum_s sum_slices bound(w_s)``, ``w_s = mu + sigma * eps_s`` (scalar)."""
+        mu, log_sigma = _float_tensors(mu, log_sigma)
+        if mu.shape.rank != 4:
+            raise ShapeError(f"the deep weight prior applies to convolution kernels [k, k, in, out], "
+                             f"got shape {mu.shape}; use another prior for dense layers")
+        vae = self.vae_for(int(mu.shape[0]))
+        neg_entropy = -tf.reduce_sum(log_sigma + _HALF_LOG_2PI_E)
+        seeds = split_seed(draw_seed(seed), 2)
+        s = self.weight_samples
+        eps = tf.random.stateless_normal(tf.concat([[s], tf.shape(mu)], 0), seeds[0], dtype=mu.dtype)
+        w = mu[None] + tf.exp(log_sigma)[None] * eps                    # [S, k, k, in, out]
+        k = int(mu.shape[0])
+        slices = tf.reshape(tf.transpose(w, [0, 4, 3, 1, 2]), [-1, k, k])  # kernel_slices of each draw
+        bound = dwp_log_prior_bound(vae, slices, self.latent_samples, seeds[1], analytic_kl=self.analytic_kl)
+        return neg_entropy - tf.reduce_sum(bound) / s
+
+    def __repr__(self) -> str:
+        return (f"DeepWeightPrior(kernel_sizes={sorted(self.vaes)}, weight_samples={self.weight_samples}, "
+                f"latent_samples={self.latent_samples}, analytic_kl={self.analytic_kl})")
