@@ -288,15 +288,16 @@ def gp_results(gram, preset: RethinkingPreset, data: RethinkingData, labels: np.
     """ELBOs (total and per training point) of the one-vs-all and the binary SVGP at one fraction."""
     n = data.n_gp
     start = time.perf_counter()
-    ova, X, ova_history = fit_svgp(gram, np.arange(n), labels[:n], data.y_train[:n], data.num_classes, preset.num_inducing,
-                      preset, seed=seed, label=f"one-vs-all SVGP, fraction {fraction:g}")
+    ova, X, ova_history = fit_svgp(gram, np.arange(n), labels[:n], data.y_train[:n], data.num_classes,
+                                   preset.num_inducing, preset, seed=seed,
+                                   label=f"one-vs-all SVGP, fraction {fraction:g}")
     ova_elbo = ova.elbo()
     ova_acc = float(np.mean(ova.predict(X) == labels[:n]))
     ova_variance = [float(m.kernel.variance.numpy()) for m in ova.models]
     nb = data.binary_index.size
     y_bin = binary_labels(data.binary_y, fraction, seed)
     binary, Xb, binary_history = fit_svgp(gram, data.binary_index, y_bin, data.binary_y, 2, nb, preset, seed=seed,
-                          label=f"binary SVGP, fraction {fraction:g}")
+                                          label=f"binary SVGP, fraction {fraction:g}")
     # Both class models of a two-class one-vs-all fit the same task with the target's sign
     # swapped (zero mean, probit link), so their ELBOs agree up to optimisation error: average.
     binary_elbo = float(np.mean(binary.elbo()))
@@ -402,9 +403,10 @@ def run_rethinking(*, preset: RethinkingPreset, scale: str, out: str, data_dir, 
             r.finish()
 
     rows = [_row(f, r) for f, r in frac_runs.items()]
-    metrics = {"rows": rows, "num_classes": data.num_classes, "n_train": int(data.y_train.size), "n_test": int(data.y_test.size),
-               "n_gp": data.n_gp, "n_binary": int(data.binary_index.size), "classes": list(preset.classes),
-               "laplace": preset.laplace, "prior_precision": rows[0]["prior_precision"],
+    metrics = {"rows": rows, "num_classes": data.num_classes, "n_train": int(data.y_train.size),
+               "n_test": int(data.y_test.size), "n_gp": data.n_gp, "n_binary": int(data.binary_index.size),
+               "classes": list(preset.classes), "laplace": preset.laplace,
+               "prior_precision": rows[0]["prior_precision"],
                "decreasing": {key: _decreasing(r[key] for r in rows) for key in CURVES}}
     run.write_metrics(metrics)
     _figure(run, preset, metrics)
@@ -487,6 +489,7 @@ def _summary(run, preset: RethinkingPreset, metrics: dict) -> str:
     used = "; ".join(f"{p['requested']}/{p['requested_split']} → {p['dataset']}/{p['split']} ({p['source']})"
                      for p in config.get("data", []))
     rows = metrics["rows"]
+    optimiser = "natural-gradient + Adam" if preset.svgp_natgrad else "Adam"
     laplace = {"last_layer": "last-layer Laplace (full curvature of the final Dense layer, the layers below "
                              "held at their trained values)",
                "diagonal": "diagonal Laplace over every weight"}[preset.laplace]
@@ -498,7 +501,7 @@ def _summary(run, preset: RethinkingPreset, metrics: dict) -> str:
              f"{metrics['n_gp']} training images, one-vs-all SVGP with {preset.num_inducing} fixed inducing points, "
              f"binary SVGP on the {metrics['n_binary']} images of classes {preset.classes[0]} and "
              f"{preset.classes[1]} (all of them inducing points, a corrupted fraction f is a fair coin, i.e. f/2 "
-             f"flipped), {preset.svgp_steps} {'natural-gradient + Adam' if preset.svgp_natgrad else 'Adam'} steps each; ELBO per training point "
+             f"flipped), {preset.svgp_steps} {optimiser} steps each; ELBO per training point "
              f"(one-vs-all: summed over the {len(rows[0]['ova_elbo_per_class'])} class models).", "",
              "| corrupted fraction | train acc (fitted labels) | test acc | Laplace log evidence / N | "
              "GP one-vs-all ELBO / N | GP binary ELBO / N |", "|---:|---:|---:|---:|---:|---:|"]
