@@ -8,6 +8,7 @@ PyTorch code (see each module's docstring for the file it follows and what diffe
 - :func:`vgg` (any per-layer widths), :func:`vgg16`, :func:`vgg16_bn`, and :func:`vgg_layerwise`
   for the "layer-wise feature amounts" paper.
 - :func:`preresnet` / :func:`preresnet20`: pre-activation ResNets for CIFAR.
+- :func:`resnet18`: the CIFAR ResNet18 of the linearized-networks paper (with a width option).
 - :func:`mlp`: fully connected networks for regression and linearised networks.
 - :func:`fconv`: the deep weight prior paper's 7x7 / 5x5 convolutional network.
 
@@ -27,6 +28,7 @@ from tfbdl.nn.initializers import (
 from tfbdl.nn.lenet import lenet5
 from tfbdl.nn.mlp import mlp
 from tfbdl.nn.preresnet import preresnet, preresnet20
+from tfbdl.nn.resnet18 import resnet18
 from tfbdl.nn.registry import MODELS, build_model
 from tfbdl.nn.utils import batch_norm_layers, count_params
 from tfbdl.nn.vgg import VGG16_STAGES, VGG19_STAGES, vgg, vgg16, vgg16_bn, vgg_layer_widths, vgg_layerwise
@@ -46,6 +48,7 @@ __all__ = [
     "VGG19_STAGES",
     "preresnet",
     "preresnet20",
+    "resnet18",
     "mlp",
     "fconv",
     "SeedStream",

@@ -12,6 +12,7 @@ from tfbdl.nn.fconv import fconv
 from tfbdl.nn.lenet import lenet5
 from tfbdl.nn.mlp import mlp
 from tfbdl.nn.preresnet import preresnet20
+from tfbdl.nn.resnet18 import resnet18
 from tfbdl.nn.vgg import vgg16, vgg16_bn
 
 __all__ = ["MODELS", "build_model"]
@@ -29,6 +30,7 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
     "vgg16": vgg16,
     "vgg16_bn": vgg16_bn,
     "preresnet20": preresnet20,
+    "resnet18": resnet18,
     "mlp": _mlp_entry,
     "fconv": fconv,
 }

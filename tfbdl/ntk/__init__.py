@@ -1,0 +1,11 @@
+"""Neural tangent kernels of finite networks: the empirical NTK, linearised networks, the NTK's
+eigenfunctions and neural anisotropy directions (Ortiz-Jiménez, Moosavi-Dezfooli and Frossard,
+"What can linearized neural networks actually say about generalization?", NeurIPS 2021).
+
+- :mod:`tfbdl.ntk.empirical`: ``Θ(x, x') = J(x) J(x')ᵀ`` of any Keras 3 model at its current
+  parameters, computed block by block with bounded memory, optionally into a resumable HDF5
+  file (:func:`tfbdl.ntk.empirical.compute_ntk`).
+
+Importing this package is cheap; TensorFlow is imported by the submodules that need it, so
+import them directly (``from tfbdl.ntk.empirical import compute_ntk``).
+"""
