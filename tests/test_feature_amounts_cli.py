@@ -1,0 +1,122 @@
+"""tfbdl feature-amounts: tiny sweep end to end, rerun, resume without duplicated rows, errors."""
+
+import csv
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from experiments import feature_amounts as fa_cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _tfbdl(*args):
+    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=600)
+
+
+def _rows(path: Path, drop=("seconds",)) -> list[dict]:
+    with open(path, newline="") as f:
+        return [{k: v for k, v in r.items() if k not in drop} for r in csv.DictReader(f)]
+
+
+def test_tiny_sweep_end_to_end_and_rerun_does_nothing(shared_data_dir, tmp_path):
+    args = ("feature-amounts", "sweep", "--scale", "tiny", "--out", str(tmp_path), "--data-dir", str(shared_data_dir))
+    first = _tfbdl(*args)
+    assert first.returncode == 0, first.stderr
+    (run_dir,) = (tmp_path / "feature-amounts").iterdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    ids = config["config"]["variant_ids"]
+    assert len(ids) == 3 and all(i.startswith("d10-") for i in ids)
+    assert config["data"][0]["dataset"] == "fashion_mnist"  # the recorded stand-in for CIFAR-10
+    for variant_id in ids:
+        rows = _rows(run_dir / "architectures" / f"{variant_id}.csv", drop=())
+        assert len(rows) == 1 and rows[0]["epoch"] == "1" and float(rows[0]["lr"]) == pytest.approx(0.05)
+        assert set(rows[0]) == {"epoch", "lr", "train_loss", "train_accuracy", "seconds", "val_loss",
+                                "val_accuracy", "micro_batch", "oom_retries"}
+        assert 0 <= float(rows[0]["val_accuracy"]) <= 1 and int(rows[0]["micro_batch"]) >= 1
+    table = _rows(run_dir / "variants.csv", drop=())
+    assert [r["id"] for r in table] == ids
+    for r in table:  # every variant has the narrow reference's 1664 / 16 = 104 conv features
+        widths = [int(w) for w in r["widths"].split()]
+        assert sum(widths[:-2]) == 104 and len(widths) == 9 and widths[-2:] == [32, 32]
+    assert (run_dir / "feature_amounts.png").stat().st_size > 0 and (run_dir / "variants_table.png").is_file()
+    assert "Fashion-MNIST" in (run_dir / "summary.md").read_text()
+    assert not any((run_dir / "checkpoints").glob("*/*.npz"))  # finished variants drop their checkpoints
+
+    stamp = (run_dir / "summary.md").stat().st_mtime_ns
+    again = _tfbdl(*args)
+    assert again.returncode == 0, again.stderr
+    assert (run_dir / "summary.md").stat().st_mtime_ns == stamp
+    assert "variant d10" not in again.stderr
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAt:
+    """Raises after epoch index ``epoch`` has been trained (before it is checkpointed or logged)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if epoch == self.epoch:
+            raise Interrupt
+        return None
+
+
+def test_resume_after_an_interruption_gives_the_same_rows(shared_data_dir, tmp_path):
+    preset = dataclasses.replace(fa_cli.PRESETS["tiny"], variants=2, epochs=3, n_train=96, n_val=32, batch_size=32)
+    common = dict(preset=preset, scale="tiny", data_dir=str(shared_data_dir), seed=3, resume=True, verbose=False)
+    whole, _ = fa_cli.run_sweep(out=str(tmp_path / "a"), **common)
+    ids = whole.config["variant_ids"]
+
+    def interrupt_second(variant):
+        return [InterruptAt(2)] if variant.id == ids[1] else []
+
+    with pytest.raises(Interrupt):
+        fa_cli.run_sweep(out=str(tmp_path / "b"), callbacks_for=interrupt_second, **common)
+    (cut,) = (tmp_path / "b" / "feature-amounts").iterdir()
+    assert len(_rows(cut / "architectures" / f"{ids[1]}.csv")) == 2  # two epochs logged, the third lost
+    assert not (cut / "variants.csv").exists()
+    resumed, missing = fa_cli.run_sweep(out=str(tmp_path / "b"), **common)
+    assert missing == 0 and resumed.is_complete
+    for variant_id in ids:
+        expected = _rows(whole.path / "architectures" / f"{variant_id}.csv")
+        got = _rows(resumed.path / "architectures" / f"{variant_id}.csv")
+        assert [r["epoch"] for r in got] == ["1", "2", "3"]
+        assert got == expected
+    assert _rows(resumed.path / "variants.csv") == _rows(whole.path / "variants.csv")
+
+
+def test_bad_variant_id_is_a_one_line_error(tmp_path):
+    for bad, message in (("d10-bogus", "is not a variant id"),
+                         ("d16-m0-s0.5-a-40", "is not one of the 222 variants of depth 16")):
+        result = _tfbdl("feature-amounts", "train", "--variant", bad, "--scale", "tiny", "--out", str(tmp_path))
+        assert result.returncode == 1 and message in result.stderr
+        # one line from us (TensorFlow's own start-up log lines may precede it)
+        lines = result.stderr.strip().splitlines()
+        assert "Traceback" not in result.stderr and lines[-1].startswith("Error: ")
+        assert sum(line.startswith("Error") for line in lines) == 1
+
+
+def test_bad_depth_is_a_one_line_error(tmp_path):
+    result = _tfbdl("feature-amounts", "sweep", "--vgg-depth", "15", "--scale", "tiny", "--out", str(tmp_path))
+    assert result.returncode == 1 and "7 + 3k" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_list_variants_prints_the_family():
+    result = _tfbdl("feature-amounts", "list-variants", "--vgg-depth", "16")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 223 and lines[0].startswith("d16-ref\t")
+    assert "d16-m6-s3-a0" in {line.split("\t")[0] for line in lines}
+    for line in lines:
+        widths = [int(w) for w in line.split("\t")[2].split()]
+        assert len(widths) == 15 and sum(widths[:-2]) == 4224
