@@ -33,12 +33,13 @@ def _register_commands() -> None:
     # add their commands to the bdl group.
     from experiments import (  # noqa: F401
         bdl_generalization, bdl_priors, bdl_regression, bdl_rethinking, convnet_gp, data_commands,
-        deep_weight_prior, feature_amounts, run_all)
+        deep_weight_prior, feature_amounts, linearized, run_all)
 
     cli.add_command(data_commands.data)
     cli.add_command(convnet_gp.convnet_gp)
     cli.add_command(bdl_generalization.bdl)
     cli.add_command(deep_weight_prior.dwp)
+    cli.add_command(linearized.linearized)
     cli.add_command(feature_amounts.feature_amounts)
     cli.add_command(run_all.run_all)
 

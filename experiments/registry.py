@@ -47,6 +47,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("dwp", ("dwp", "run"),
                "The Deep Weight Prior: kernel bank, kernel VAEs, BNNs with standard-normal / log-uniform / DWP priors, "
                "DWP initialisation"),
+    Experiment("linearized", ("linearized", "run"),
+               "What can linearized neural networks actually say about generalization?: NTK eigenfunctions, NADs, "
+               "linear vs non-linear training"),
     Experiment("feature-amounts", ("feature-amounts", "sweep"),
                "Rethinking Layer-wise Feature Amounts: a VGG family that moves a fixed feature budget between layers"),
 )
