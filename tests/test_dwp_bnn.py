@@ -18,7 +18,12 @@ from tfbdl.dwp.bnn import (  # noqa: E402
     kl_total,
     predict_bnn_proba,
 )
-from tfbdl.dwp.priors import DeepWeightPrior, LogUniformPrior, StandardNormalPrior  # noqa: E402
+from tfbdl.dwp.priors import (  # noqa: E402
+    DeepWeightPrior,
+    LogUniformPrior,
+    StandardNormalPrior,
+    TruncatedLogUniformPrior,
+)
 from tfbdl.errors import InvalidOptionError, ShapeError  # noqa: E402
 from tfbdl.io import RunDir  # noqa: E402
 
@@ -133,6 +138,62 @@ def test_log_uniform_prior_on_a_layer():
     la = log_s2 - np.log(mu ** 2)
     expected = np.sum(0.63576 - 0.63576 / (1 + np.exp(-(1.87320 + 1.48695 * la))) + 0.5 * np.log1p(np.exp(-la)))
     np.testing.assert_allclose(float(layer.kl()), expected, rtol=1e-5)
+
+
+def test_truncated_log_uniform_kl_matches_the_reference_fit():
+    # kl_loguniform_with_trunc_alpha: -0.5 log a - c1 a - c2 a^2 - c3 a^3, alpha = sigmoid(logit)
+    logit = np.array([-8.0, -2.0, 0.0, 3.0])
+    alpha = 1.0 / (1.0 + np.exp(-logit))
+    c1, c2, c3 = 1.16145124, -1.50204118, 0.58629921
+    expected = np.sum(-0.5 * np.log(alpha) - c1 * alpha - c2 * alpha ** 2 - c3 * alpha ** 3)
+    prior = TruncatedLogUniformPrior()
+    np.testing.assert_allclose(float(prior.kl_log_alpha(tf.math.log_sigmoid(tf.constant(logit)))), expected,
+                               rtol=1e-10)
+    # on a (mu, log sigma) posterior log alpha is clipped at 0 (alpha <= 1)
+    clipped = float(prior.kl(tf.constant([1.0]), tf.constant([2.0])))
+    np.testing.assert_allclose(clipped, -(c1 + c2 + c3), rtol=1e-6)
+
+
+def test_alpha_layer_variance_and_local_reparameterisation():
+    layer = _built(BayesDense(3, TruncatedLogUniformPrior(), variance="alpha", seed=2), (None, 4))
+    assert {v.name for v in layer.trainable_variables} == {"kernel_mu", "kernel_alpha_logit", "bias"}
+    mu = layer.kernel_mu.numpy()
+    alpha = 1.0 / (1.0 + np.exp(2.0))  # the reference's logit init -2
+    np.testing.assert_allclose(layer.kernel_sigma2.numpy(), alpha * mu ** 2, rtol=1e-5)
+    np.testing.assert_allclose(layer.kernel_log_alpha.numpy(), np.log(alpha), rtol=1e-5)
+    x = np.random.default_rng(0).standard_normal((20000, 4)).astype(np.float32)
+    x[:] = x[0]
+    out = layer(x, training=True).numpy()
+    np.testing.assert_allclose(out.var(axis=0), (x[0] ** 2) @ (alpha * mu ** 2), rtol=0.05)
+    with pytest.raises(InvalidOptionError):
+        BayesDense(3, variance="sigma")
+
+
+def test_log_uniform_kl_on_alpha_layers_does_not_pull_the_means_to_zero():
+    # The additive (mu, log sigma^2) layer with Molchanov's KL and log sigma^2 = -10 has a KL
+    # gradient ~ 1/mu on every mean, so in a short run on few examples it shrinks all weights
+    # (the BNN collapses to chance). The reference's log-uniform net parameterises alpha <= 1
+    # directly: the KL depends on alpha only and leaves the means to the data.
+    for prior in (TruncatedLogUniformPrior(), LogUniformPrior()):
+        layer = _built(BayesConv2D(4, 5, prior, variance="alpha", seed=1), (None, 9, 9, 2))
+        with tf.GradientTape() as tape:
+            kl = layer.kl()
+        g_mu, g_logit = tape.gradient(kl, [layer.kernel_mu, layer.kernel_alpha_logit])
+        assert g_mu is None or float(tf.reduce_max(tf.abs(g_mu))) == 0.0
+        assert float(tf.reduce_max(tf.abs(g_logit))) > 0.0
+    additive = _built(BayesConv2D(4, 5, LogUniformPrior(), seed=1), (None, 9, 9, 2))
+    with tf.GradientTape() as tape:
+        kl = additive.kl()
+    assert float(tf.reduce_max(tf.abs(tape.gradient(kl, additive.kernel_mu)))) > 1.0
+
+
+def test_bayesian_fconv_alpha_variance():
+    model = bayesian_fconv(widths=(3, 4), priors={"conv1": TruncatedLogUniformPrior(),
+                                                  "conv2": TruncatedLogUniformPrior()}, variance="alpha", seed=0)
+    layers = bayes_layers(model)
+    assert [layer.variance for layer in layers] == ["alpha", "alpha"]
+    assert np.isfinite(float(kl_total(model)))
+    assert model(np.zeros((2, 28, 28, 1), np.float32), training=True).shape == (2, 10)
 
 
 # --------------------------------------------------------------------------- sampling

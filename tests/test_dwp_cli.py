@@ -182,3 +182,13 @@ def test_small_helpers():
     worse = prior_comparison(accuracy_table([{**r, "prior": {"normal": "dwp", "dwp": "normal"}[r["prior"]]}
                                              for r in results], ("normal", "dwp"), (50,)), ("normal", "dwp"), (50,))
     assert "not reproduced here" in worse
+
+
+def test_log_uniform_prior_runs_on_the_references_truncated_alpha_layers():
+    from experiments.deep_weight_prior import _prior, _variance
+    from tfbdl.dwp.priors import StandardNormalPrior, TruncatedLogUniformPrior
+
+    assert isinstance(_prior("log-uniform", None, 1), TruncatedLogUniformPrior)
+    assert _variance("log-uniform") == "alpha"
+    assert isinstance(_prior("normal", None, 1), StandardNormalPrior)
+    assert _variance("normal") == _variance("dwp") == "log_sigma2"

@@ -7,7 +7,11 @@ Follows ``models/bayes.py``, ``models/lenet.py``, ``train-bnn.py`` and ``utils.p
   kernel, with a point-estimated bias (the reference's ``BayesConv2d`` is a mean convolution
   with bias plus a bias-free variance convolution). The variance is parameterised by
   ``log sigma^2`` (the reference's ``LogScaleConv2d`` holds ``log sigma^2`` and applies ``exp``),
-  initialised to ``-10`` (``--logvarinit``). In training the output is sampled by the local
+  initialised to ``-10`` (``--logvarinit``). With ``variance="alpha"`` the layer is instead the
+  reference's ``MuTruncAlphaFFGConv2d`` (``--net_cfg bayes-mtrunca``, the one its log-uniform
+  prior runs on): ``sigma^2 = alpha * mu^2`` with ``alpha = sigmoid(logit) <= 1``, the logit
+  initialised to ``-2``, so the log-uniform KL (a function of ``alpha`` only) never pulls the
+  means to zero. In training the output is sampled by the local
   reparameterisation trick: ``mean = conv(x, mu) + b``, ``var = conv(x^2, sigma^2)``,
   ``out = mean + sqrt(var + 1e-12) * eps`` (``sampling="local"``); ``sampling="weights"``
   draws one kernel ``W ~ q`` per call instead. In inference (``training=False``) the layer uses
@@ -55,6 +59,8 @@ _LEAKY_SLOPE = 0.01
 _SAMPLINGS = ("local", "weights")
 _INFERENCES = ("mean", "sample")
 _INITS = ("xavier", "he", "dwp")
+_VARIANCES = ("log_sigma2", "alpha")
+_MU2_EPS = 1e-16  # floor of mu^2 (and sigma^2) inside logarithms
 
 
 # --------------------------------------------------------------------------- layers
@@ -65,7 +71,7 @@ class _BayesLayer(keras.layers.Layer):
 
     def __init__(self, prior=None, *, use_bias=True, kernel_initializer="glorot_normal",
                  bias_initializer="zeros", log_sigma2_init=-10.0, sampling="local", inference="mean",
-                 seed=None, **kwargs):
+                 variance="log_sigma2", alpha_logit_init=-2.0, seed=None, **kwargs):
         super().__init__(**kwargs)
         if prior is not None and not callable(getattr(prior, "kl", None)):
             raise InvalidOptionError(f"prior must have kl(mu, log_sigma, seed), got {prior!r}")
@@ -76,7 +82,14 @@ class _BayesLayer(keras.layers.Layer):
         if isinstance(log_sigma2_init, bool) or not isinstance(log_sigma2_init, numbers.Real) \
                 or not math.isfinite(log_sigma2_init):
             raise InvalidOptionError(f"log_sigma2_init must be a finite number, got {log_sigma2_init!r}")
+        if variance not in _VARIANCES:
+            raise InvalidOptionError(f"variance must be one of {_VARIANCES}, got {variance!r}")
+        if isinstance(alpha_logit_init, bool) or not isinstance(alpha_logit_init, numbers.Real) \
+                or not math.isfinite(alpha_logit_init):
+            raise InvalidOptionError(f"alpha_logit_init must be a finite number, got {alpha_logit_init!r}")
         self.prior = prior
+        self.variance = variance
+        self.alpha_logit_init = float(alpha_logit_init)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -90,9 +103,14 @@ class _BayesLayer(keras.layers.Layer):
     def _add_params(self, kernel_shape, out_dim) -> None:
         self.kernel_mu = self.add_weight(shape=kernel_shape, initializer=self.kernel_initializer,
                                          name="kernel_mu")
-        self.kernel_log_sigma2 = self.add_weight(
-            shape=kernel_shape, initializer=keras.initializers.Constant(self.log_sigma2_init),
-            name="kernel_log_sigma2")
+        if self.variance == "alpha":
+            self.kernel_alpha_logit = self.add_weight(
+                shape=kernel_shape, initializer=keras.initializers.Constant(self.alpha_logit_init),
+                name="kernel_alpha_logit")
+        else:
+            self.kernel_log_sigma2 = self.add_weight(
+                shape=kernel_shape, initializer=keras.initializers.Constant(self.log_sigma2_init),
+                name="kernel_log_sigma2")
         self.bias = (self.add_weight(shape=(out_dim,), initializer=self.bias_initializer, name="bias")
                      if self.use_bias else None)
 
@@ -100,15 +118,37 @@ class _BayesLayer(keras.layers.Layer):
         raise NotImplementedError
 
     @property
+    def kernel_log_alpha(self) -> tf.Tensor:
+        """``log alpha = log sigma^2 - log mu^2`` (kernel shape); in ``variance="alpha"`` mode the
+        parameter itself, ``log sigmoid(logit)``, so it never depends on the means."""
+        if self.variance == "alpha":
+            return tf.math.log_sigmoid(tf.convert_to_tensor(self.kernel_alpha_logit))
+        mu = tf.convert_to_tensor(self.kernel_mu)
+        return tf.convert_to_tensor(self.kernel_log_sigma2) - tf.math.log(tf.square(mu) + _MU2_EPS)
+
+    @property
+    def kernel_sigma2(self) -> tf.Tensor:
+        """The posterior variances ``sigma^2`` (kernel shape)."""
+        if self.variance == "alpha":
+            mu = tf.convert_to_tensor(self.kernel_mu)
+            return tf.sigmoid(tf.convert_to_tensor(self.kernel_alpha_logit)) * tf.square(mu)
+        return tf.exp(tf.convert_to_tensor(self.kernel_log_sigma2))
+
+    @property
     def kernel_log_sigma(self) -> tf.Tensor:
         """``log sigma = 0.5 * log sigma^2`` (kernel shape)."""
+        if self.variance == "alpha":
+            return 0.5 * tf.math.log(self.kernel_sigma2 + _MU2_EPS)
         return 0.5 * tf.convert_to_tensor(self.kernel_log_sigma2)
 
     def kl(self, seed=None) -> tf.Tensor:
-        """The prior term ``prior.kl(mu, log_sigma, seed)`` (0 without a prior); ``seed`` None uses
-        the layer's own KL seed generator."""
+        """The prior term (0 without a prior): ``prior.kl_log_alpha(log alpha)`` for a prior that
+        depends on ``alpha`` only (the log-uniform priors) on a ``variance="alpha"`` layer, else
+        ``prior.kl(mu, log_sigma, seed)``; ``seed`` None uses the layer's own KL seed generator."""
         if self.prior is None:
             return tf.zeros([], self.compute_dtype)
+        if self.variance == "alpha" and callable(getattr(self.prior, "kl_log_alpha", None)):
+            return self.prior.kl_log_alpha(self.kernel_log_alpha)
         return self.prior.kl(tf.convert_to_tensor(self.kernel_mu), self.kernel_log_sigma,
                              self.kl_seed if seed is None else seed)
 
@@ -120,10 +160,10 @@ class _BayesLayer(keras.layers.Layer):
             out = self._op(x, mu)
         elif self.sampling == "weights":
             eps = tf.random.stateless_normal(tf.shape(mu), draw_seed(self.noise_seed), dtype=mu.dtype)
-            out = self._op(x, mu + tf.exp(self.kernel_log_sigma) * eps)
+            out = self._op(x, mu + tf.sqrt(self.kernel_sigma2) * eps)
         else:
             mean = self._op(x, mu)
-            var = self._op(tf.square(x), tf.exp(tf.convert_to_tensor(self.kernel_log_sigma2)))
+            var = self._op(tf.square(x), self.kernel_sigma2)
             eps = tf.random.stateless_normal(tf.shape(mean), draw_seed(self.noise_seed), dtype=mean.dtype)
             out = mean + tf.sqrt(var + _VAR_EPS) * eps
         if self.bias is not None:
@@ -138,6 +178,7 @@ class _BayesLayer(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "log_sigma2_init": self.log_sigma2_init, "sampling": self.sampling, "inference": self.inference,
+            "variance": self.variance, "alpha_logit_init": self.alpha_logit_init,
         })
         return config
 
@@ -427,7 +468,8 @@ def _init_vae(name: str, kernel_size: int, vaes, prior):
 
 def bayesian_fconv(num_classes: int = 10, input_shape=(28, 28, 1), *, widths=(32, 64), priors=None,
                    init: str = "xavier", vaes=None, log_sigma2_init: float = -10.0, sampling: str = "local",
-                   seed: int | None = None, name: str = "bayesian_fconv") -> keras.Model:
+                   variance: str = "log_sigma2", alpha_logit_init: float = -2.0, seed: int | None = None,
+                   name: str = "bayesian_fconv") -> keras.Model:
     """The deep weight prior paper's Bayesian network (``FConvMNIST('bayes')``).
 
     ``conv1`` 7x7 (``widths[0]``) and ``conv2`` 5x5 (``widths[1]``) are :class:`BayesConv2D`
@@ -447,6 +489,8 @@ def bayesian_fconv(num_classes: int = 10, input_shape=(28, 28, 1), *, widths=(32
             :class:`DeepWeightPrior` VAEs.
         log_sigma2_init: initial ``log sigma^2`` of every kernel entry (reference ``-10``).
         sampling: ``"local"`` or ``"weights"`` for both conv layers (and a Bayesian ``logits``).
+        variance: ``"log_sigma2"`` (the reference's ``bayes`` net) or ``"alpha"`` (its
+            ``bayes-mtrunca`` net, ``sigma^2 = sigmoid(logit) * mu^2``, logits from ``alpha_logit_init``).
         seed: seeds every initialiser and every layer's noise.
 
     Returns:
@@ -483,7 +527,8 @@ def bayesian_fconv(num_classes: int = 10, input_shape=(28, 28, 1), *, widths=(32
         kernel_seed, bias_seed, layer_seed = seeds(), seeds(), seeds()
         layer = BayesConv2D(width, k, prior, kernel_initializer=initializer(kernel_seed),
                             bias_initializer=torch_bias(in_channels * k * k, bias_seed),
-                            log_sigma2_init=log_sigma2_init, sampling=sampling, seed=layer_seed, name=lname)
+                            log_sigma2_init=log_sigma2_init, sampling=sampling, variance=variance,
+                            alpha_logit_init=alpha_logit_init, seed=layer_seed, name=lname)
         if init == "dwp":
             vae = _init_vae(lname, k, vaes, prior)
             dwp_kernels[lname] = _dwp_kernel(vae, k, in_channels, width, kernel_seed)
@@ -497,7 +542,8 @@ def bayesian_fconv(num_classes: int = 10, input_shape=(28, 28, 1), *, widths=(32
     if "logits" in priors:
         dense = BayesDense(num_classes, priors["logits"], kernel_initializer=glorot_normal(kernel_seed),
                            bias_initializer=torch_bias(fan_in, bias_seed), log_sigma2_init=log_sigma2_init,
-                           sampling=sampling, seed=layer_seed, name="logits")
+                           sampling=sampling, variance=variance, alpha_logit_init=alpha_logit_init,
+                           seed=layer_seed, name="logits")
     else:
         dense = keras.layers.Dense(num_classes, kernel_initializer=glorot_normal(kernel_seed),
                                    bias_initializer=torch_bias(fan_in, bias_seed), name="logits")

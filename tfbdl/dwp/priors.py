@@ -10,10 +10,16 @@ estimate (drawing from ``seed``) rather than a closed form.
   ``'sn'`` prior, ``scale`` its ``--lamb``).
 - :class:`LogUniformPrior`: the improper log-uniform prior of sparse variational dropout with the
   KL approximation of Molchanov, Ashukha & Vetrov (2017), ``log alpha = log sigma^2 - log mu^2``.
+- :class:`TruncatedLogUniformPrior`: the log-uniform prior with ``alpha <= 1`` and the KL fit of
+  Kingma, Salimans & Welling (2015), the reference's ``kl_loguniform_with_trunc_alpha`` (used with
+  its ``bayes-mtrunca`` layers, ``variance="alpha"`` in :mod:`tfbdl.dwp.bnn`).
 - :class:`DeepWeightPrior`: the implicit prior of a kernel VAE over ``k x k`` slices (Atanov et
   al. 2019): ``KL(q || p) <= -H(q) - E_q[ bound(w) ]`` with the entropy in closed form and the
   expectation over ``w ~ q`` by reparameterised draws, ``bound`` from
   :func:`tfbdl.dwp.bound.dwp_log_prior_bound` (the reference's ``kl_dwp``).
+
+The log-uniform priors depend on ``alpha = sigma^2 / mu^2`` only; they also offer
+``kl_log_alpha(log_alpha)``, which a layer that parameterises ``alpha`` directly calls instead.
 
 Kernel layout. A Keras convolution kernel ``[k, k, in, out]`` holds ``in * out`` slices
 ``W[:, :, i, o]`` of shape ``[k, k]``. :func:`kernel_slices` transposes it to
@@ -32,11 +38,15 @@ import tensorflow as tf
 from tfbdl.dwp.bound import check_vae, draw_seed, dwp_log_prior_bound, split_seed
 from tfbdl.errors import InvalidOptionError, ShapeError
 
-__all__ = ["Prior", "StandardNormalPrior", "LogUniformPrior", "DeepWeightPrior", "kernel_slices",
-           "kernel_from_slices", "LOG_UNIFORM_K1", "LOG_UNIFORM_K2", "LOG_UNIFORM_K3"]
+__all__ = ["Prior", "StandardNormalPrior", "LogUniformPrior", "TruncatedLogUniformPrior", "DeepWeightPrior",
+           "kernel_slices", "kernel_from_slices", "LOG_UNIFORM_K1", "LOG_UNIFORM_K2", "LOG_UNIFORM_K3",
+           "TRUNCATED_LOG_UNIFORM_C"]
 
 #: Constants of Molchanov et al.'s (2017) fit of the log-uniform KL (their eq. 14).
 LOG_UNIFORM_K1, LOG_UNIFORM_K2, LOG_UNIFORM_K3 = 0.63576, 1.87320, 1.48695
+
+#: Constants of Kingma et al.'s (2015) fit of the log-uniform KL for ``alpha <= 1`` (c1, c2, c3).
+TRUNCATED_LOG_UNIFORM_C = (1.16145124, -1.50204118, 0.58629921)
 
 _HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
 
@@ -110,6 +120,11 @@ class LogUniformPrior(Prior):
     per weight, ``log alpha = log sigma^2 - log mu^2`` (``mu^2`` floored at ``eps``). The constant
     ``k1`` (the approximation's ``-C``) makes the KL tend to 0 as ``alpha -> inf``; the reference's
     ``kl_loguniform`` leaves it out, which changes nothing but the reported value.
+
+    The reference's fconv experiments do not use this form: they run the log-uniform prior on
+    ``bayes-mtrunca`` layers with :class:`TruncatedLogUniformPrior`. On a ``(mu, log sigma^2)``
+    layer started at ``log sigma^2 = -10`` this KL is ~``-log|mu|`` per weight, whose gradient on
+    the means (divided by a handful of examples) shrinks every weight in a short run.
     """
 
     def __init__(self, eps: float = 1e-16):
@@ -120,14 +135,39 @@ class LogUniformPrior(Prior):
         mu, log_sigma = _float_tensors(mu, log_sigma)
         return 2.0 * log_sigma - tf.math.log(tf.square(mu) + tf.cast(self.eps, mu.dtype))
 
-    def kl(self, mu, log_sigma, seed=None) -> tf.Tensor:
-        la = self.log_alpha(mu, log_sigma)
+    def kl_log_alpha(self, log_alpha) -> tf.Tensor:
+        """The summed KL approximation as a function of ``log alpha`` alone."""
+        la = tf.convert_to_tensor(log_alpha)
         k1, k2, k3 = LOG_UNIFORM_K1, LOG_UNIFORM_K2, LOG_UNIFORM_K3
         per_weight = k1 - k1 * tf.sigmoid(k2 + k3 * la) + 0.5 * tf.math.softplus(-la)
         return tf.reduce_sum(per_weight)
 
+    def kl(self, mu, log_sigma, seed=None) -> tf.Tensor:
+        return self.kl_log_alpha(self.log_alpha(mu, log_sigma))
+
     def __repr__(self) -> str:
         return "LogUniformPrior()"
+
+
+class TruncatedLogUniformPrior(LogUniformPrior):
+    """The log-uniform prior for a posterior with ``alpha = sigma^2 / mu^2 <= 1`` (Kingma et al. 2015)::
+
+        KL ~= -0.5 * log alpha - c1 * alpha - c2 * alpha^2 - c3 * alpha^3
+
+    per weight, the reference's ``kl_loguniform_with_trunc_alpha`` (no additive constant, as there).
+    It is meant for ``variance="alpha"`` layers (``alpha = sigmoid(logit)``), where the KL depends on
+    the ``alpha`` parameters only; on a ``(mu, log sigma)`` layer ``log alpha`` is clipped at 0.
+    """
+
+    def kl_log_alpha(self, log_alpha) -> tf.Tensor:
+        """The summed KL fit at ``min(log alpha, 0)``."""
+        la = tf.minimum(tf.convert_to_tensor(log_alpha), 0.0)
+        alpha = tf.exp(la)
+        c1, c2, c3 = TRUNCATED_LOG_UNIFORM_C
+        return tf.reduce_sum(-0.5 * la - c1 * alpha - c2 * tf.square(alpha) - c3 * alpha ** 3)
+
+    def __repr__(self) -> str:
+        return "TruncatedLogUniformPrior()"
 
 
 class DeepWeightPrior(Prior):
