@@ -13,7 +13,7 @@ import json
 import click
 import numpy as np
 
-from experiments.common import open_run, record_run
+from experiments.common import open_run, record_run, seeded_subset
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -95,13 +95,6 @@ def prepare_images(images: np.ndarray, model: str) -> np.ndarray:
     return x
 
 
-def _subset(n_total: int, n_keep: int | None, seed: int) -> np.ndarray:
-    """Sorted seeded random indices of ``n_keep`` of ``n_total`` items (all when None or larger)."""
-    if n_keep is None or n_keep >= n_total:
-        return np.arange(n_total)
-    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n_keep])
-
-
 def load_training_data(preset: SwagPreset, scale: str, data_dir, seed: int, label_file=None):
     """(x_train, y_train, x_test, y_test, num_classes, provenance) for a run, images in [0, 1]
     (padded to the model's input size), subsampled to the preset's n_train / n_test."""
@@ -109,7 +102,7 @@ def load_training_data(preset: SwagPreset, scale: str, data_dir, seed: int, labe
     from tfbdl.data.labels import corrupt_labels, load_labels
 
     train, test = (load_for_run(preset.dataset, split, scale, data_dir) for split in ("train", "test"))
-    keep = _subset(train.labels.size, preset.n_train, seed)
+    keep = seeded_subset(train.labels.size, preset.n_train, seed)
     x_train, y_train = prepare_images(train.images[keep], preset.model), train.labels[keep]
     if label_file is not None:
         y_train, _, _ = load_labels(label_file)
@@ -118,7 +111,7 @@ def load_training_data(preset: SwagPreset, scale: str, data_dir, seed: int, labe
                                      f"{x_train.shape[0]} images")
     if preset.label_corruption:
         y_train, _ = corrupt_labels(y_train, preset.label_corruption, train.num_classes, seed)
-    test_keep = _subset(test.labels.size, preset.n_test, seed + 1)
+    test_keep = seeded_subset(test.labels.size, preset.n_test, seed + 1)
     x_test, y_test = prepare_images(test.images[test_keep], preset.model), test.labels[test_keep]
     return x_train, y_train, x_test, y_test, train.num_classes, [train.provenance, test.provenance]
 
@@ -128,7 +121,7 @@ def split_validation(x, y, n_val: int, seed: int):
     if n_val >= y.size:
         raise InvalidOptionError(f"the validation split ({n_val}) must be smaller than the training set ({y.size})")
     held = np.zeros(y.size, bool)
-    held[_subset(y.size, n_val, seed + 2)] = True
+    held[seeded_subset(y.size, n_val, seed + 2)] = True
     return x[~held], y[~held], x[held], y[held]
 
 
@@ -408,7 +401,7 @@ def corrupted_sets(run, preset: MultiPreset, scale: str, data_dir, seed: int, te
     texture_dir = texture_dir or os.environ.get(FROST_DIR_ENV)
     test = load_for_run(preset.member.dataset, "test", scale, data_dir)
     names, _ = informative_corruptions(test.images.shape[-1], texture_dir)
-    keep = _subset(test.labels.size, preset.n_corrupt, seed + 3)
+    keep = seeded_subset(test.labels.size, preset.n_corrupt, seed + 3)
     paths = make_corrupted_set(test.images[keep], test.labels[keep], run.file("corrupted"), names=names, seed=seed,
                                texture_dir=texture_dir)
     sets = {}

@@ -45,7 +45,7 @@ import click
 import numpy as np
 
 from experiments.bdl_generalization import bdl
-from experiments.common import open_run, record_run
+from experiments.common import open_run, record_run, seeded_subset
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -185,22 +185,15 @@ class RethinkingData:
     binary_y: np.ndarray  # their true binary labels (1 for classes[1])
 
 
-def _subset(n_total: int, n_keep: int | None, seed: int) -> np.ndarray:
-    """Sorted seeded random indices of ``n_keep`` of ``n_total`` items (all when None or larger)."""
-    if n_keep is None or n_keep >= n_total:
-        return np.arange(n_total)
-    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n_keep])
-
-
 def load_data(preset: RethinkingPreset, scale: str, data_dir, seed: int) -> RethinkingData:
     """The run's training subset, test subset, GP subset and binary-pair indices (images float32
     in [0, 1]; subsets drawn as in ``bdl swag``: seeded random, kept in dataset order)."""
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(preset.dataset, split, scale, data_dir) for split in ("train", "test"))
-    keep = _subset(train.labels.size, preset.n_train, seed)
+    keep = seeded_subset(train.labels.size, preset.n_train, seed)
     x_train, y_train = train.images[keep].astype(np.float32) / 255.0, train.labels[keep]
-    keep = _subset(test.labels.size, preset.n_test, seed + 1)
+    keep = seeded_subset(test.labels.size, preset.n_test, seed + 1)
     x_test, y_test = test.images[keep].astype(np.float32) / 255.0, test.labels[keep]
     num_classes, provenance = train.num_classes, [train.provenance, test.provenance]
     n_gp = y_train.size if preset.n_gp is None else preset.n_gp

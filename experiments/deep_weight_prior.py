@@ -38,7 +38,7 @@ import pathlib
 import click
 import numpy as np
 
-from experiments.common import open_run, record_run
+from experiments.common import data_line, open_run, record_run, seeded_subset
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -294,13 +294,6 @@ def _child_seed(seed: int, *keys: int) -> int:
     return int(np.random.SeedSequence([int(seed), *map(int, keys)]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _subset(n_total: int, n_keep: int | None, seed: int) -> np.ndarray:
-    """Sorted seeded random indices of ``n_keep`` of ``n_total`` items (all when None or larger)."""
-    if n_keep is None or n_keep >= n_total:
-        return np.arange(n_total)
-    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n_keep])
-
-
 def _images(x: np.ndarray) -> np.ndarray:
     """uint8 NHWC -> float32 in [0, 1] (the reference's ToTensor)."""
     return x.astype(np.float32) / 255.0
@@ -311,18 +304,6 @@ def _mean_std(values) -> str:
     if len(values) < 2:
         return f"{values[0]:.3f}"
     return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
-
-
-def _data_line(provenance: list[dict]) -> str:
-    """``requested/split → used/split (source)`` for each data set a stage read."""
-    seen, parts = set(), []
-    for p in provenance:
-        text = f"{p['requested']}/{p['requested_split']} → {p['dataset']}/{p['split']} ({p['source']})"
-        if text not in seen:
-            seen.add(text)
-            parts.append(text)
-    reasons = sorted({p["reason"] for p in provenance if p["dataset"] != p["requested"] and p["reason"]})
-    return "; ".join(parts) + (f" — {'; '.join(reasons)}" if reasons else "")
 
 
 # --------------------------------------------------------------------------- run directories
@@ -452,8 +433,8 @@ def _source_data(preset: SourcePreset, scale: str, data_dir, seed: int) -> tuple
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(_SOURCE_DATA, split, scale, data_dir) for split in ("train", "test"))
-    keep = _subset(train.labels.size, preset.n_train, _child_seed(seed, _SEED_SUBSET))
-    keep_test = _subset(test.labels.size, preset.n_test, _child_seed(seed, _SEED_TEST))
+    keep = seeded_subset(train.labels.size, preset.n_train, _child_seed(seed, _SEED_SUBSET))
+    keep_test = seeded_subset(test.labels.size, preset.n_test, _child_seed(seed, _SEED_TEST))
     data = {"x_train": _images(train.images[keep]), "y_train": train.labels[keep],
             "x_test": _images(test.images[keep_test]), "y_test": test.labels[keep_test],
             "num_classes": train.num_classes, "describe": train.describe()}
@@ -499,7 +480,7 @@ def _source_text(preset: SourcePreset, metrics: dict) -> str:
 def _source_summary(preset: SourcePreset, metrics: dict, provenance: list[dict]) -> str:
     lines = [_source_text(preset, metrics), "", "| net | seed | test accuracy | test NLL |", "|---:|---:|---:|---:|"]
     lines += [f"| {r['net']} | {r['seed']} | {r['test_accuracy']:.4f} | {r['test_nll']:.4f} |" for r in metrics["nets"]]
-    lines += ["", f"Data: {_data_line(provenance)}."]
+    lines += ["", f"Data: {data_line(provenance)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -672,7 +653,7 @@ def _target_data(scale: str, data_dir, n_test: int | None, seed: int) -> tuple[d
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(_TARGET_DATA, split, scale, data_dir) for split in ("train", "test"))
-    keep_test = _subset(test.labels.size, n_test, _child_seed(seed, _SEED_TEST))
+    keep_test = seeded_subset(test.labels.size, n_test, _child_seed(seed, _SEED_TEST))
     data = {"x_train": _images(train.images), "y_train": train.labels,
             "x_test": _images(test.images[keep_test]), "y_test": test.labels[keep_test],
             "num_classes": train.num_classes}
@@ -910,7 +891,7 @@ def _bnn_summary(preset: BnnPreset, metrics: dict, provenance: list[dict]) -> st
     lines = [_bnn_text(preset, metrics), "", "Test accuracy, prior × number of training examples (mean ± std):", ""]
     lines += bnn_table(metrics["table"], preset.priors, preset.sizes)
     lines += ["", prior_comparison(metrics["table"], preset.priors, preset.sizes), "",
-              f"Data: {_data_line(provenance)}."]
+              f"Data: {data_line(provenance)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -1053,7 +1034,7 @@ def _init_table(metrics: dict) -> list[str]:
 def _init_summary(preset: InitPreset, metrics: dict, provenance: list[dict]) -> str:
     lines = [_init_text(preset, metrics), ""] + _init_table(metrics)
     lines += ["", init_comparison(metrics), "", "Figure: `dwp_init_curves.png`.", "",
-              f"Data: {_data_line(provenance)}."]
+              f"Data: {data_line(provenance)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -1134,7 +1115,7 @@ def pipeline_summary(presets: Presets, metrics: dict, provenance: list[dict]) ->
     lines += ["", prior_comparison(bnn["table"], presets.bnn.priors, presets.bnn.sizes), "",
               f"**DWP initialisation** (`dwp_init_curves.png`). {_init_text(presets.init, metrics['init'])}", ""]
     lines += _init_table(metrics["init"])
-    lines += ["", init_comparison(metrics["init"]), "", f"Data: {_data_line(provenance)}."]
+    lines += ["", init_comparison(metrics["init"]), "", f"Data: {data_line(provenance)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -24,7 +24,7 @@ import json
 import click
 import numpy as np
 
-from experiments.common import open_run, record_run
+from experiments.common import open_run, record_run, seeded_subset
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -90,20 +90,14 @@ def prepare_images(images: np.ndarray, gcn: bool) -> np.ndarray:
     return x
 
 
-def _subset(n_total: int, n_keep: int | None, seed: int) -> np.ndarray:
-    if n_keep is None or n_keep >= n_total:
-        return np.arange(n_total)
-    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n_keep])
-
-
 def load_data(preset: Preset, scale: str, data_dir, seed: int):
     """``(x_train, y_train, x_val, y_val, num_classes, provenance)``; validation is (a subset of)
     the test split, as the reference validates on the test set."""
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(preset.dataset, split, scale, data_dir) for split in ("train", "test"))
-    keep = _subset(train.labels.size, preset.n_train, seed)
-    val = _subset(test.labels.size, preset.n_val, seed + 1)
+    keep = seeded_subset(train.labels.size, preset.n_train, seed)
+    val = seeded_subset(test.labels.size, preset.n_val, seed + 1)
     return (prepare_images(train.images[keep], preset.gcn), train.labels[keep],
             prepare_images(test.images[val], preset.gcn), test.labels[val], train.num_classes,
             [train.provenance, test.provenance])

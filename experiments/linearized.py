@@ -50,7 +50,7 @@ import time
 import click
 import numpy as np
 
-from experiments.common import open_run, record_run
+from experiments.common import data_line, open_run, record_run
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -570,18 +570,6 @@ def eigen_count(folder: pathlib.Path, name: str = "eigen.h5") -> int:
         return int(f["eigenvalues"].shape[0])
 
 
-def _data_line(provenance: list[dict]) -> str:
-    """``requested/split → used/split (source)`` for each data set read, and why it was replaced."""
-    seen, parts = set(), []
-    for p in provenance:
-        text = f"{p['requested']}/{p['requested_split']} → {p['dataset']}/{p['split']} ({p['source']})"
-        if text not in seen:
-            seen.add(text)
-            parts.append(text)
-    reasons = sorted({p["reason"] for p in provenance if p["dataset"] != p["requested"] and p["reason"]})
-    return "; ".join(parts) + (f" — {'; '.join(reasons)}" if reasons else "")
-
-
 def _net_text(net: Net) -> str:
     name = "the reference's LeNet" if net.model == "lenet" else "ResNet18"
     return f"{name} (widths {', '.join(map(str, net.widths))}, {net.activation}, one output logit)"
@@ -629,7 +617,7 @@ def stage_compute_ntk(run, preset: NTKPreset, *, scale: str, data_dir, seed: int
                "strategy": strategy, "num_eigvecs": int(values.size),
                "eigenvalues_head": [float(v) for v in values[:20]], "eigenvalue_min": float(values[-1]),
                "negative_eigenvalues": int(np.sum(values < 0)), "trace": float(np.trace(gram)),
-               "data": _data_line(provenance)}
+               "data": data_line(provenance)}
     run.write_metrics(metrics)
     spectrum_figure(run.file("ntk_spectrum.png"), values, preset)
     run.finish(ntk_summary(preset, metrics))
@@ -1176,7 +1164,7 @@ def stage_cifar2(run, preset: Cifar2Preset, *, scale: str, data_dir, seed: int) 
     result = train_both(run, net, (x_train, y_train), (x_test, y_test), preset.training, seed=seed, label="CIFAR2")
     result.pop("trained_net")
     metrics = {"n_train": int(y_train.size), "n_test": int(y_test.size), "positive_fraction": float(y_train.mean()),
-               "data": _data_line(provenance), **result}
+               "data": data_line(provenance), **result}
     run.write_metrics(metrics)
     cifar2_figure(run.file("cifar2_curves.png"), metrics)
     run.finish(cifar2_summary(preset, metrics))
@@ -1298,7 +1286,7 @@ def pipeline_summary(presets: Presets, metrics: dict, provenance: list[dict]) ->
     lines += [f"**CIFAR2** (`cifar2_curves.png`; {cifar2['n_train']} training / {cifar2['n_test']} test images): "
               f"test accuracy linearized {_pct(cifar2['linear']['test_accuracy'])}, non-linear "
               f"{_pct(cifar2['nonlinear']['test_accuracy'])} (train {_pct(cifar2['linear']['train_accuracy'])} / "
-              f"{_pct(cifar2['nonlinear']['train_accuracy'])}).", "", f"Data: {_data_line(provenance)}."]
+              f"{_pct(cifar2['nonlinear']['train_accuracy'])}).", "", f"Data: {data_line(provenance)}."]
     return "\n".join(lines) + "\n"
 
 
