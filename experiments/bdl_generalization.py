@@ -89,10 +89,9 @@ def prepare_images(images: np.ndarray, model: str) -> np.ndarray:
     """uint8 [N, H, W, C] -> float32 in [0, 1], zero-padded to the model's smallest input side."""
     x = images.astype(np.float32) / 255.0
     side = _MIN_SIDE.get(model, 0)
-    pad_h, pad_w = max(0, side - x.shape[1]), max(0, side - x.shape[2])
-    if pad_h or pad_w:
-        x = np.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
-    return x
+    from tfbdl.data.transforms import pad_to_side
+
+    return pad_to_side(x, side)
 
 
 def load_training_data(preset: SwagPreset, scale: str, data_dir, seed: int, label_file=None):

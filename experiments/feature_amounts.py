@@ -80,14 +80,11 @@ PRESETS = {
 def prepare_images(images: np.ndarray, gcn: bool) -> np.ndarray:
     """uint8 [N, H, W, C] -> float32 (in [0, 1], or GCN'd), zero-padded to at least 32x32 (the
     five poolings of a VGG need it; after GCN zero is each image's mean)."""
-    from tfbdl.data.transforms import global_contrast_normalize
+    from tfbdl.data.transforms import global_contrast_normalize, pad_to_side
 
     x = global_contrast_normalize(images) if gcn else images.astype(np.float32) / 255.0
     x = np.asarray(x, np.float32)
-    pad_h, pad_w = max(0, 32 - x.shape[1]), max(0, 32 - x.shape[2])
-    if pad_h or pad_w:
-        x = np.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
-    return x
+    return pad_to_side(x, 32)
 
 
 def load_data(preset: Preset, scale: str, data_dir, seed: int):

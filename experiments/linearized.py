@@ -317,10 +317,9 @@ def to_inputs(images: np.ndarray, dataset: str) -> np.ndarray:
     """uint8 NHWC -> float32 in [0, 1], zero-padded to the requested dataset's image side."""
     x = images.astype(np.float32) / 255.0
     side = _PAD_SIDE.get(dataset, 0)
-    pad_h, pad_w = max(0, side - x.shape[1]), max(0, side - x.shape[2])
-    if pad_h or pad_w:
-        x = np.pad(x, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
-    return x
+    from tfbdl.data.transforms import pad_to_side
+
+    return pad_to_side(x, side)
 
 
 def standardize(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:

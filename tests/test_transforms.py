@@ -167,3 +167,13 @@ def test_pad_crop_flip_validates():
         pad_crop_flip(x, np.random.default_rng(0), pad=-1)
     with pytest.raises(ShapeError):
         pad_crop_flip(x[0], np.random.default_rng(0))
+
+
+def test_pad_to_side_centres_smaller_images_and_leaves_larger_ones():
+    from tfbdl.data.transforms import pad_to_side
+
+    images = np.ones((2, 28, 27, 1), np.uint8)
+    padded = pad_to_side(images, 32)
+    assert padded.shape == (2, 32, 32, 1) and padded.dtype == np.uint8
+    assert padded.sum() == images.sum() and padded[:, 2:30, 2:29].min() == 1  # 2 above, 2 left (+3 right)
+    assert pad_to_side(images, 20) is not None and pad_to_side(images, 20).shape == images.shape

@@ -187,3 +187,13 @@ def pad_crop_flip(images, rng: np.random.Generator, pad: int = 4, flip: bool = T
         flipped = rng.random(n) < 0.5
         cols = np.where(flipped[:, None], cols[:, ::-1], cols)
     return padded[np.arange(n)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+def pad_to_side(images, side: int) -> np.ndarray:
+    """Zero-pad ``images [N, H, W, C]`` centrally to at least ``side x side`` (e.g. 28x28 digits to the
+    32x32 a CIFAR architecture expects); larger images are returned unchanged. Same dtype."""
+    arr = _as_nhwc(images)
+    pad_h, pad_w = max(0, int(side) - arr.shape[1]), max(0, int(side) - arr.shape[2])
+    if not (pad_h or pad_w):
+        return arr
+    return np.pad(arr, ((0, 0), (pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)))
