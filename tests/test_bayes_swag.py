@@ -160,3 +160,32 @@ def test_collector_with_the_trainer_resumes_to_the_same_moments(tmp_path):
     assert int(whole.count.numpy()) == 4
     for key, value in whole.state().items():
         np.testing.assert_array_equal(resumed.state()[key], value)
+
+
+def test_collector_every_c_steps_takes_the_snapshots_of_those_steps():
+    from tfbdl.bayes.swag import SWAGCollector
+    from tfbdl.train.loop import Trainer
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 4)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(np.int64)
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    swag = SWAG(model.trainable_variables, max_rank=10, dtype=tf.float64)
+    seen = []
+
+    class Record:  # the weights after every step, to check the snapshots against
+        def on_step_end(self, trainer, step):
+            seen.append((trainer.epoch, step, flatten(model.trainable_variables).numpy()))
+
+    trainer = Trainer(model, lambda: keras.optimizers.SGD(0.1))
+    collector = SWAGCollector(swag, start_epoch=1, every_steps=2)
+    trainer.fit((x, y), 3, callbacks=[Record(), collector], seed=0, batch_size=16, verbose=False)
+    # 4 steps per epoch; from epoch index 1 on, steps 6, 8, 10, 12 are collected.
+    expected = [w for epoch, step, w in seen if epoch >= 1 and step % 2 == 0]
+    assert [step for epoch, step, _ in seen if epoch >= 1 and step % 2 == 0] == [6, 8, 10, 12]
+    assert int(swag.count.numpy()) == 4
+    np.testing.assert_allclose(swag.mean.numpy(), np.mean(expected, axis=0), rtol=1e-6)
+    with pytest.raises(InvalidOptionError, match="every_steps"):
+        SWAGCollector(swag, start_epoch=0, every_steps=0)

@@ -242,19 +242,25 @@ def _softmax_in_batches(model, x, batch_size: int) -> np.ndarray:
 
 class SWAGCollector:
     """Trainer callback: collect a SWAG snapshot at the end of every epoch from ``start_epoch``
-    (0-based) on; its moments are saved with each epoch checkpoint and restored on resume."""
+    (0-based) on, or, with ``every_steps = c``, every c optimizer steps from that epoch on; its
+    moments are saved with each epoch checkpoint and restored on resume."""
 
     state_key = "swag"
 
-    def __init__(self, swag: SWAG, start_epoch: int):
+    def __init__(self, swag: SWAG, start_epoch: int, every_steps: int | None = None):
         self.swag = swag
         self.start_epoch = int(start_epoch)
+        if every_steps is not None and int(every_steps) < 1:
+            raise InvalidOptionError(f"every_steps must be >= 1 (or None for once per epoch), got {every_steps}")
+        self.every_steps = None if every_steps is None else int(every_steps)
 
     def on_step_end(self, trainer, step) -> None:
-        pass
+        # During epoch e's steps trainer.epoch is e; step counts optimizer steps from 1 over the run.
+        if self.every_steps and trainer.epoch >= self.start_epoch and step % self.every_steps == 0:
+            self.swag.collect()
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> dict:
-        if epoch >= self.start_epoch:
+        if not self.every_steps and epoch >= self.start_epoch:
             self.swag.collect()
         return {"swag_snapshots": int(self.swag.count.numpy())}
 
