@@ -48,6 +48,7 @@ from tfbdl.dwp.bound import check_vae, draw_seed, split_seed
 from tfbdl.dwp.priors import DeepWeightPrior, StandardNormalPrior, kernel_from_slices
 from tfbdl.errors import InvalidOptionError, ShapeError
 from tfbdl.nn import _common as c
+from tfbdl.nn.fconv import check_fconv_shapes
 from tfbdl.nn.initializers import SeedStream, glorot_normal, he_normal_fan_in, torch_bias
 from tfbdl.validate import integer, positive_number
 
@@ -497,15 +498,7 @@ def bayesian_fconv(num_classes: int = 10, input_shape=(28, 28, 1), *, widths=(32
         A built ``keras.Model``: ``float32 [batch, H, W, C] -> logits [batch, num_classes]``.
     """
     num_classes = c.positive_int(num_classes, "num_classes")
-    h, w, channels = c.image_shape(input_shape, "bayesian_fconv")
-    widths = c.widths(widths, "widths")
-    if len(widths) != 2:
-        raise InvalidOptionError(f"bayesian_fconv has two convolutions: widths needs 2 values, got {widths}")
-    for k in (7, 5):
-        h, w = (h - k + 1) // 2, (w - k + 1) // 2
-    if h < 1 or w < 1:
-        raise c.too_small("bayesian_fconv", input_shape, "a 7x7 and a 5x5 valid convolution with two 2x2 "
-                                                         "poolings need 18x18")
+    channels, widths = check_fconv_shapes(input_shape, widths, "bayesian_fconv")
     priors = dict(priors or {})
     unknown = set(priors) - {"conv1", "conv2", "logits"}
     if unknown:

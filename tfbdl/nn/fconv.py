@@ -27,9 +27,23 @@ from tfbdl.errors import InvalidOptionError
 from tfbdl.nn import _common as c
 from tfbdl.nn.initializers import SeedStream, glorot_normal, torch_bias
 
-__all__ = ["fconv"]
+__all__ = ["check_fconv_shapes", "fconv"]
 
 _LEAKY_SLOPE = 0.01  # torch.nn.LeakyReLU default
+
+
+def check_fconv_shapes(input_shape, widths, model: str) -> tuple[int, tuple[int, ...]]:
+    """``(input channels, widths)`` after checking that ``widths`` has two positive values and that
+    ``input_shape`` survives a 7x7 and a 5x5 valid convolution with two 2x2 poolings (18x18 or more)."""
+    h, w, channels = c.image_shape(input_shape, model)
+    widths = c.widths(widths, "widths")
+    if len(widths) != 2:
+        raise InvalidOptionError(f"{model} has two convolutions: widths needs 2 values, got {widths}")
+    for k in (7, 5):
+        h, w = (h - k + 1) // 2, (w - k + 1) // 2
+    if h < 1 or w < 1:
+        raise c.too_small(model, input_shape, "a 7x7 and a 5x5 valid convolution with two 2x2 poolings need 18x18")
+    return channels, widths
 
 
 def fconv(num_classes: int = 10, input_shape=(28, 28, 1), *, widths=(32, 64), dropout=None,
@@ -49,10 +63,7 @@ def fconv(num_classes: int = 10, input_shape=(28, 28, 1), *, widths=(32, 64), dr
         58,634 parameters with the defaults on 28x28x1.
     """
     num_classes = c.positive_int(num_classes, "num_classes")
-    h, w, channels = c.image_shape(input_shape, "fconv")
-    widths = c.widths(widths, "widths")
-    if len(widths) != 2:
-        raise InvalidOptionError(f"fconv has two convolutions: widths needs 2 values, got {widths}")
+    channels, widths = check_fconv_shapes(input_shape, widths, "fconv")
     if dropout is None:
         rates = (0.0, 0.0)
     else:
@@ -62,11 +73,6 @@ def fconv(num_classes: int = 10, input_shape=(28, 28, 1), *, widths=(32, 64), dr
             raise InvalidOptionError(f"dropout must be None or two rates, got {dropout!r}") from None
         if len(rates) != 2:
             raise InvalidOptionError(f"dropout must be None or two rates (one per convolution), got {dropout!r}")
-    for k in (7, 5):
-        h, w = (h - k + 1) // 2, (w - k + 1) // 2
-    if h < 1 or w < 1:
-        raise c.too_small("fconv", input_shape, "a 7x7 and a 5x5 valid convolution with two 2x2 poolings "
-                                                "need 18x18")
     seeds = SeedStream(seed)
 
     inputs = c.image_input(input_shape)
