@@ -122,6 +122,8 @@ class BnnPreset:
     test_samples: int  # posterior samples averaged in the test predictive (the reference's --ens)
     n_test: int | None  # target test images (None: all)
     dwp_samples: int  # weight draws in the DWP's KL estimate (the reference's --dwp_samples)
+    dwp_antithetic: bool  # draws in mirrored pairs (unbiased, less gradient noise, twice the cost; reference: plain)
+    log_sigma2_init: float  # initial log sigma^2 of every kernel entry (the reference's --logvarinit -10)
     block: int  # epochs per checkpoint (a long run of one-step epochs is saved every `block` epochs)
 
 
@@ -158,7 +160,7 @@ PRESETS: dict[str, Presets] = {
         VaePreset(hidden_7=8, latent_7=2, hidden_5=8, latent_5=4, epochs_7=2, epochs_5=2, batch_size=128,
                   learning_rate=1e-3, validation_fraction=0.1),
         BnnPreset(sizes=(50,), splits=2, priors=PRIORS, init="xavier", widths=(8, 16), epochs=4, batch_size=256,
-                  learning_rate=1e-3, test_samples=3, n_test=300, dwp_samples=1, block=2),
+                  learning_rate=1e-3, test_samples=3, n_test=300, dwp_samples=1, dwp_antithetic=False, log_sigma2_init=-10.0, block=2),
         InitPreset(n_train=100, seeds=2, epochs=2, widths=(8, 16), batch_size=50, learning_rate=1e-3, n_test=300),
     ),
     # A few minutes on two CPU cores. Batches of 128 give the source networks more steps for the
@@ -177,7 +179,8 @@ PRESETS: dict[str, Presets] = {
         VaePreset(hidden_7=32, latent_7=2, hidden_5=64, latent_5=4, epochs_7=200, epochs_5=20, batch_size=128,
                   learning_rate=1e-3, validation_fraction=0.1),
         BnnPreset(sizes=(50, 100), splits=3, priors=PRIORS, init="xavier", widths=(16, 32), epochs=500,
-                  batch_size=256, learning_rate=1e-3, test_samples=10, n_test=1000, dwp_samples=1, block=50),
+                  batch_size=256, learning_rate=1e-3, test_samples=10, n_test=1000, dwp_samples=1,
+                  dwp_antithetic=False, log_sigma2_init=-10.0, block=50),
         InitPreset(n_train=500, seeds=3, epochs=10, widths=(16, 32), batch_size=64, learning_rate=1e-3, n_test=1000),
     ),
     # The reference's settings (README.md, train-*.py defaults).
@@ -189,7 +192,7 @@ PRESETS: dict[str, Presets] = {
                   learning_rate=1e-3, validation_fraction=0.1),
         BnnPreset(sizes=(50, 100, 200, 500, 1000), splits=10, priors=PRIORS, init="xavier", widths=(32, 128),
                   epochs=10000, batch_size=256, learning_rate=1e-3, test_samples=10, n_test=None, dwp_samples=1,
-                  block=100),
+                  dwp_antithetic=False, log_sigma2_init=-10.0, block=100),
         InitPreset(n_train=1000, seeds=10, epochs=50, widths=(32, 128), batch_size=256, learning_rate=1e-3,
                    n_test=None),
     ),
@@ -661,7 +664,7 @@ def _target_data(scale: str, data_dir, n_test: int | None, seed: int) -> tuple[d
     return data, [train.provenance, test.provenance]
 
 
-def _prior(name: str, vaes, dwp_samples: int):
+def _prior(name: str, vaes, dwp_samples: int, antithetic: bool = False):
     """The prior object of ``name``. The log-uniform prior is the reference's: Kingma et al.'s KL
     for ``alpha <= 1`` on ``bayes-mtrunca`` layers (see :func:`_variance`)."""
     from tfbdl.dwp.priors import DeepWeightPrior, StandardNormalPrior, TruncatedLogUniformPrior
@@ -670,7 +673,7 @@ def _prior(name: str, vaes, dwp_samples: int):
         return StandardNormalPrior()
     if name == "log-uniform":
         return TruncatedLogUniformPrior()
-    return DeepWeightPrior(vaes, weight_samples=dwp_samples)
+    return DeepWeightPrior(vaes, weight_samples=dwp_samples, antithetic=antithetic)
 
 
 def _variance(prior_name: str) -> str:
@@ -751,10 +754,11 @@ def train_bnn(sub, preset: BnnPreset, prior_name: str, data: dict, train_index: 
     from tfbdl.metrics import classification_metrics
 
     keras.utils.set_random_seed(seed)
-    prior = _prior(prior_name, vaes, preset.dwp_samples)
+    prior = _prior(prior_name, vaes, preset.dwp_samples, preset.dwp_antithetic)
     model = bayesian_fconv(data["num_classes"], data["x_train"].shape[1:], widths=preset.widths,
                            priors={"conv1": prior, "conv2": prior}, init=preset.init,
-                           vaes=vaes if preset.init == "dwp" else None, variance=_variance(prior_name), seed=seed)
+                           vaes=vaes if preset.init == "dwp" else None, variance=_variance(prior_name),
+                           log_sigma2_init=preset.log_sigma2_init, seed=seed)
     x, y = data["x_train"][train_index], data["y_train"][train_index]
     history = fit_bnn_blocks(sub, model, x, y, preset, seed)
     ensemble = classification_metrics(predict_bnn_proba(model, data["x_test"], preset.test_samples, seed=seed,
@@ -763,7 +767,16 @@ def train_bnn(sub, preset: BnnPreset, prior_name: str, data: dict, train_index: 
                                   data["y_test"])
     return {"accuracy": ensemble["accuracy"], "nll": ensemble["nll"], "ece": ensemble["ece"],
             "mean_accuracy": mean["accuracy"], "train_loss": history[-1]["train_loss"],
-            "train_accuracy": history[-1]["train_accuracy"], "kl": history[-1]["kl"], "seed": seed}
+            "train_accuracy": history[-1]["train_accuracy"], "kl": history[-1]["kl"], "seed": seed,
+            "kernels": {name: kernel_posterior_scale(model.get_layer(name)) for name in ("conv1", "conv2")}}
+
+
+def kernel_posterior_scale(layer) -> dict:
+    """Root mean square of a Bayesian conv layer's posterior means and median posterior std: where the
+    prior left the kernels (a prior whose mode is at zero shrinks the means well below its samples' scale)."""
+    mu = layer.kernel_mu.numpy()
+    sigma = np.sqrt(np.asarray(layer.kernel_sigma2))
+    return {"mean_rms": float(np.sqrt(np.mean(np.square(mu)))), "sigma_median": float(np.median(sigma))}
 
 
 def stage_bnn(run, preset: BnnPreset, vae_run, *, scale: str, data_dir, seed: int) -> dict:
@@ -830,6 +843,22 @@ def _cell(row: dict) -> str:
     return f"{row['accuracy_mean']:.3f}{std}"
 
 
+def fit_table(results: list[dict], priors, sizes) -> list[str]:
+    """Markdown table of how each prior let the networks fit: mean training accuracy and the conv2
+    posterior (rms of the means, median std) per prior and number of examples, averaged over splits."""
+    lines = ["| prior | examples | train accuracy | conv2 mean rms | conv2 median sigma |", "|---|---:|---:|---:|---:|"]
+    for prior in priors:
+        for size in sizes:
+            mine = [r for r in results if r["prior"] == prior and r["examples"] == size and "kernels" in r]
+            if not mine:
+                continue
+            conv2 = [r["kernels"]["conv2"] for r in mine]
+            lines.append(f"| {PRIOR_NAMES[prior]} | {size} | {np.mean([r['train_accuracy'] for r in mine]):.3f} | "
+                         f"{np.mean([k['mean_rms'] for k in conv2]):.4f} | "
+                         f"{np.mean([k['sigma_median'] for k in conv2]):.4f} |")
+    return lines
+
+
 def bnn_table(rows: list[dict], priors, sizes) -> list[str]:
     """Markdown table: one row per prior, one column per number of examples, ``mean ± std``."""
     lines = ["| prior | " + " | ".join(f"{s} examples" for s in sizes) + " |", "|---|" + "---:|" * len(sizes)]
@@ -880,19 +909,29 @@ def prior_comparison(rows: list[dict], priors, sizes) -> str:
 
 def _bnn_text(preset: BnnPreset, metrics: dict) -> str:
     return (f"Bayesian fconv (widths {preset.widths[0]}/{preset.widths[1]}, a factorised Gaussian posterior on conv1 "
-            f"and conv2 with the prior on both, {INIT_TEXT[preset.init]}; the log-uniform prior on the "
-            f"reference's truncated-alpha layers, sigma^2 = alpha mu^2 with alpha <= 1, and Kingma et al.'s KL fit) "
+            f"and conv2 with the prior on both, {INIT_TEXT[preset.init]}, log sigma^2 from "
+            f"{preset.log_sigma2_init:g}; the log-uniform prior on the "
+            f"reference's truncated-alpha layers, sigma^2 = alpha mu^2 with alpha <= 1, and Kingma et al.'s KL fit; "
+            f"the DWP term estimated with {preset.dwp_samples} "
+            f"{'mirrored pair(s) of draws' if preset.dwp_antithetic else 'draw(s)'} per step) "
             f"trained {preset.epochs} epochs (Adam "
             f"{preset.learning_rate:g} decayed linearly, batch {preset.batch_size}) on {preset.splits} disjoint "
             f"stratified split(s) per size of {metrics['n_train_pool']} target training images; test accuracy of a "
             f"{preset.test_samples}-sample ensemble on {metrics['n_test']} test images, mean ± std over the splits.")
 
 
-def _bnn_summary(preset: BnnPreset, metrics: dict, provenance: list[dict]) -> str:
-    lines = [_bnn_text(preset, metrics), "", "Test accuracy, prior × number of training examples (mean ± std):", ""]
+def _bnn_result_lines(preset: BnnPreset, metrics: dict) -> list[str]:
+    """The accuracy table, the sentence on the priors and the fit table."""
+    lines = ["Test accuracy, prior × number of training examples (mean ± std):", ""]
     lines += bnn_table(metrics["table"], preset.priors, preset.sizes)
     lines += ["", prior_comparison(metrics["table"], preset.priors, preset.sizes), "",
-              f"Data: {data_line(provenance)}."]
+              "How the posteriors fit the training examples (mean over splits):", ""]
+    return lines + fit_table(metrics["runs"], preset.priors, preset.sizes)
+
+
+def _bnn_summary(preset: BnnPreset, metrics: dict, provenance: list[dict]) -> str:
+    lines = [_bnn_text(preset, metrics), ""] + _bnn_result_lines(preset, metrics)
+    lines += ["", f"Data: {data_line(provenance)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -1110,11 +1149,9 @@ def pipeline_summary(presets: Presets, metrics: dict, provenance: list[dict]) ->
     lines += ["", f"**Kernel VAEs** ({presets.vae.epochs_text()}; `vae_latent_*.png`: encoder means of the slices, "
                   "`vae_samples_*.png`: decoder means at z ~ N(0, I)):", ""]
     lines += _vae_table(metrics["vae"]) + _collapse_notes(metrics["vae"])
-    lines += ["", f"**Bayesian networks.** {_bnn_text(presets.bnn, bnn)}", "",
-              "Test accuracy, prior × number of examples → test accuracy (mean ± std):", ""]
-    lines += bnn_table(bnn["table"], presets.bnn.priors, presets.bnn.sizes)
-    lines += ["", prior_comparison(bnn["table"], presets.bnn.priors, presets.bnn.sizes), "",
-              f"**DWP initialisation** (`dwp_init_curves.png`). {_init_text(presets.init, metrics['init'])}", ""]
+    lines += ["", f"**Bayesian networks.** {_bnn_text(presets.bnn, bnn)}", ""]
+    lines += _bnn_result_lines(presets.bnn, bnn)
+    lines += ["", f"**DWP initialisation** (`dwp_init_curves.png`). {_init_text(presets.init, metrics['init'])}", ""]
     lines += _init_table(metrics["init"])
     lines += ["", init_comparison(metrics["init"]), "", f"Data: {data_line(provenance)}."]
     return "\n".join(lines) + "\n"
@@ -1242,11 +1279,11 @@ def train_vae_command(bank, epochs, epochs_7, epochs_5, batch_size, lr, hidden_7
 
 
 def _bnn_preset(scale: str, *, priors, init, sizes, splits, epochs, widths, batch_size, lr, n_test, test_samples,
-                dwp_samples) -> BnnPreset:
+                dwp_samples, dwp_antithetic=None, log_sigma2_init=None) -> BnnPreset:
     return _replace(PRESETS[scale].bnn, priors=tuple(p for p in PRIORS if p in priors) if priors else None,
                     init=init, sizes=parse_sizes(sizes), splits=splits, epochs=epochs, widths=widths,
                     batch_size=batch_size, learning_rate=lr, n_test=n_test, test_samples=test_samples,
-                    dwp_samples=dwp_samples)
+                    dwp_samples=dwp_samples, dwp_antithetic=dwp_antithetic, log_sigma2_init=log_sigma2_init)
 
 
 def _vae_input(vae_run, needed: bool, why: str):
@@ -1289,14 +1326,21 @@ splits_option = click.option("--splits", type=click.IntRange(min=1), default=Non
               help="Posterior samples averaged in the test predictive (paper: 10).")
 @click.option("--dwp-samples", type=click.IntRange(min=1), default=None,
               help="Weight draws in the Monte Carlo estimate of the DWP's KL term (paper: 1).")
+@click.option("--dwp-antithetic/--dwp-plain", default=None,
+              help="Draw the DWP term's weight and latent noise in mirrored pairs (eps, eta), (-eps, -eta) "
+                   "(unbiased; 4x less gradient noise on the kernels at twice the cost) or plainly, one draw each, "
+                   "as the reference (default: plain).")
+@click.option("--log-sigma2-init", type=float, default=None,
+              help="Initial log sigma^2 of every kernel entry of the posterior (paper: -10).")
 @common_run_options
 def train_bnn_command(vae_run, priors, init, sizes, splits, epochs, widths, batch_size, lr, n_test, test_samples,
-                      dwp_samples, scale, out, data_dir, seed, resume):
+                      dwp_samples, dwp_antithetic, log_sigma2_init, scale, out, data_dir, seed, resume):
     """Variational Bayesian fconv on the target (MNIST) with few examples, one prior per run on both
     convolutions; writes the table prior x number of examples -> test accuracy (mean ± std over splits)."""
     preset = _bnn_preset(scale, priors=priors, init=init, sizes=sizes, splits=splits, epochs=epochs, widths=widths,
                          batch_size=batch_size, lr=lr, n_test=n_test, test_samples=test_samples,
-                         dwp_samples=dwp_samples)
+                         dwp_samples=dwp_samples, dwp_antithetic=dwp_antithetic,
+                         log_sigma2_init=log_sigma2_init)
     vaes = _vae_input(vae_run, "dwp" in preset.priors or preset.init == "dwp", "--prior dwp / --init dwp")
     run = _standalone("bnn", preset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
                       vae_run=str(vaes.path.resolve()) if vaes is not None else None)

@@ -189,7 +189,8 @@ def test_kernel_slices_order_and_inverse():
         kernel_slices(np.zeros((3, 4, 1, 1)))
 
 
-def test_deep_weight_prior_kl_matches_the_exact_gaussian_kl():
+@pytest.mark.parametrize("antithetic", [False, True])
+def test_deep_weight_prior_kl_matches_the_exact_gaussian_kl(antithetic):
     vae = LinearGaussianVAE(kernel_size=2, latent=2)
     rng = np.random.default_rng(0)
     shape = (2, 2, 2, 3)                     # 6 slices of 2x2
@@ -203,7 +204,8 @@ def test_deep_weight_prior_kl_matches_the_exact_gaussian_kl():
         var = np.exp(2 * ls)
         exact += 0.5 * (np.sum(np.diag(cov_inv) * var) + (m - vae.b) @ cov_inv @ (m - vae.b) - 4
                         + logdet - np.sum(np.log(var)))
-    prior = DeepWeightPrior({2: vae}, weight_samples=4000, analytic_kl=False)
+    prior = DeepWeightPrior({2: vae}, weight_samples=2000 if antithetic else 4000, analytic_kl=False,
+                            antithetic=antithetic)
     est = float(prior.kl(tf.constant(mu), tf.constant(log_sigma), seed=0))
     np.testing.assert_allclose(est, exact, rtol=0.02)
     assert prior.needs_samples
@@ -211,6 +213,65 @@ def test_deep_weight_prior_kl_matches_the_exact_gaussian_kl():
         prior.kl(tf.zeros((3, 3, 1, 1), tf.float64), tf.zeros((3, 3, 1, 1), tf.float64), seed=0)
     with pytest.raises(ShapeError):
         prior.kl(tf.zeros((4, 3), tf.float64), tf.zeros((4, 3), tf.float64), seed=0)
+
+
+def _kl_gradient_in_mu(prior, mu, log_sigma, seed):
+    mu = tf.Variable(mu)
+    with tf.GradientTape() as tape:
+        kl = prior.kl(mu, tf.constant(log_sigma), seed=seed)
+    return tape.gradient(kl, mu).numpy()
+
+
+def test_antithetic_pairs_give_the_exact_gradient_for_the_exact_posterior():
+    # With r = p(z|w) every draw of the bound is log p(w), so the KL estimate is -H(q) - log p(w) at
+    # w = mu + sigma * eps; its gradient in mu, C^-1 (w - b) per slice, is linear in eps and a mirrored
+    # pair returns C^-1 (mu - b) exactly, whatever the seed. One plain draw does not.
+    vae = LinearGaussianVAE(kernel_size=2, latent=2)
+    rng = np.random.default_rng(3)
+    shape = (2, 2, 1, 3)
+    mu, log_sigma = 0.3 * rng.standard_normal(shape), np.full(shape, np.log(0.2))
+    flat_mu = kernel_slices(mu).numpy().reshape(3, -1)
+    exact = kernel_from_slices(((flat_mu - vae.b) @ np.linalg.inv(vae.cov)).reshape(3, 2, 2), 1, 3).numpy()
+    antithetic = DeepWeightPrior(vae, analytic_kl=False, antithetic=True)
+    plain = DeepWeightPrior(vae, analytic_kl=False)
+    for seed in range(3):
+        np.testing.assert_allclose(_kl_gradient_in_mu(antithetic, mu, log_sigma, seed), exact, atol=1e-10)
+        assert np.max(np.abs(_kl_gradient_in_mu(plain, mu, log_sigma, seed) - exact)) > 0.05
+
+
+def test_antithetic_pairs_cancel_the_gradient_noise_of_a_wrong_encoder():
+    # A linear encoder that is not the posterior, with the reference's analytic latent KL: the bound is
+    # quadratic in the noise (eps, eta), its gradient in mu affine, so mirrored pairs leave no noise, and
+    # their gradient is the mean of plain single-draw gradients.
+    vae = LinearGaussianVAE(kernel_size=2, latent=2, shift=0.4, scale=1.7)
+    rng = np.random.default_rng(4)
+    shape = (2, 2, 2, 2)
+    mu, log_sigma = 0.3 * rng.standard_normal(shape), np.log(0.1 + 0.2 * rng.random(shape))
+    antithetic = DeepWeightPrior(vae, antithetic=True)
+    grads = [_kl_gradient_in_mu(antithetic, mu, log_sigma, seed) for seed in range(3)]
+    np.testing.assert_allclose(grads[1], grads[0], atol=1e-10)
+    np.testing.assert_allclose(grads[2], grads[0], atol=1e-10)
+    many_plain = _kl_gradient_in_mu(DeepWeightPrior(vae, weight_samples=20000), mu, log_sigma, 0)
+    np.testing.assert_allclose(grads[0], many_plain, atol=0.03 * np.max(np.abs(many_plain)))
+    one_plain = [_kl_gradient_in_mu(DeepWeightPrior(vae), mu, log_sigma, seed) for seed in range(2)]
+    assert np.max(np.abs(one_plain[0] - one_plain[1])) > 0.05
+
+
+def test_latent_noise_can_be_given():
+    vae = LinearGaussianVAE(kernel_size=2, latent=2, shift=0.2, scale=1.3)
+    w = _slices(vae, n=4)
+    eta = np.random.default_rng(5).standard_normal((3, 4, 2))
+    given = dwp_log_prior_bound(vae, w, 3, seed=0, latent_noise=eta).numpy()
+    np.testing.assert_allclose(dwp_log_prior_bound(vae, w, 3, seed=99, latent_noise=eta).numpy(), given)
+    z_mu, z_log_sigma = (t.numpy() for t in vae.encode(w))
+    z = z_mu[None] + np.exp(z_log_sigma)[None] * eta
+    flat = w.reshape(4, -1)
+    log_lik = scipy_stats.norm(z @ vae.A.T + vae.b, vae.s).logpdf(flat[None]).sum(-1)
+    log_pz = scipy_stats.norm().logpdf(z).sum(-1)
+    log_r = scipy_stats.norm(z_mu[None], np.exp(z_log_sigma)[None]).logpdf(z).sum(-1)
+    np.testing.assert_allclose(given, np.mean(log_lik + log_pz - log_r, axis=0), rtol=1e-6)
+    with pytest.raises(ShapeError):
+        dwp_log_prior_bound(vae, w, 3, latent_noise=eta[..., :1])
 
 
 def test_deep_weight_prior_kl_is_differentiable_in_the_posterior():

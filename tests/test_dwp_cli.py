@@ -4,6 +4,7 @@ split maker."""
 import json
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -192,3 +193,24 @@ def test_log_uniform_prior_runs_on_the_references_truncated_alpha_layers():
     assert _variance("log-uniform") == "alpha"
     assert isinstance(_prior("normal", None, 1), StandardNormalPrior)
     assert _variance("normal") == _variance("dwp") == "log_sigma2"
+
+
+def test_dwp_prior_options_reach_the_prior():
+    from experiments.deep_weight_prior import _prior
+
+    vae = types.SimpleNamespace(encode=None, decode=None, kernel_size=5, latent=4)
+    prior = _prior("dwp", {5: vae}, 3, antithetic=True)
+    assert prior.weight_samples == 3 and prior.antithetic
+    assert not _prior("dwp", {5: vae}, 1).antithetic  # the reference's plain draws by default
+
+
+def test_fit_table_averages_over_splits_and_skips_old_results():
+    from experiments.deep_weight_prior import fit_table
+
+    results = [{"prior": "dwp", "examples": 50, "train_accuracy": acc,
+                "kernels": {"conv1": {"mean_rms": 1.0, "sigma_median": 1.0},
+                            "conv2": {"mean_rms": rms, "sigma_median": 0.01}}}
+               for acc, rms in ((0.7, 0.002), (0.9, 0.004))]
+    results.append({"prior": "normal", "examples": 50, "train_accuracy": 1.0})  # written before the kernels key
+    lines = fit_table(results, ("normal", "dwp"), (50,))
+    assert lines[2:] == ["| DWP | 50 | 0.800 | 0.0030 | 0.0100 |"]

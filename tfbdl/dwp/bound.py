@@ -109,13 +109,25 @@ def _normal_log_prob(x, mu, log_sigma):
     return -0.5 * tf.square((x - mu) * tf.exp(-log_sigma)) - log_sigma - _HALF_LOG_2PI
 
 
-def _log_weights(vae, w, num_samples: int, seed, analytic_kl: bool):
+def _latent_noise(vae, w, num_samples: int, seed, latent_noise) -> tf.Tensor:
+    """The standard-normal latent noise ``[S, n, L]``: drawn from ``seed`` unless given."""
+    shape = tf.stack([num_samples, tf.shape(w)[0], int(vae.latent)])
+    if latent_noise is None:
+        return tf.random.stateless_normal(shape, draw_seed(seed), dtype=w.dtype)
+    latent_noise = tf.cast(tf.convert_to_tensor(latent_noise), w.dtype)
+    if latent_noise.shape.rank != 3 or latent_noise.shape[-1] != int(vae.latent):
+        raise ShapeError(f"latent_noise must be [S, n, {vae.latent}], got {latent_noise.shape}")
+    tf.debugging.assert_equal(tf.shape(latent_noise), shape, message="latent_noise must be [S, n, latent]")
+    return latent_noise
+
+
+def _log_weights(vae, w, num_samples: int, seed, analytic_kl: bool, latent_noise=None):
     """Per-draw terms ``[S, n]``: ``log p(w|z) + log p(z) - log r(z|w)`` (or the analytic form)."""
     dtype = w.dtype
     n = tf.shape(w)[0]
     latent = int(vae.latent)
     z_mu, z_log_sigma = (tf.cast(t, dtype) for t in vae.encode(w))
-    eps = tf.random.stateless_normal(tf.stack([num_samples, n, latent]), draw_seed(seed), dtype=dtype)
+    eps = _latent_noise(vae, w, num_samples, seed, latent_noise)
     z = z_mu[None] + tf.exp(z_log_sigma)[None] * eps                       # [S, n, L]
     w_mu, w_log_sigma = (tf.cast(t, dtype) for t in vae.decode(tf.reshape(z, [-1, latent])))
     k = int(vae.kernel_size)
@@ -135,7 +147,8 @@ def _log_weights(vae, w, num_samples: int, seed, analytic_kl: bool):
 # --------------------------------------------------------------------------- estimates
 
 
-def dwp_log_prior_bound(vae, w, num_samples: int = 1, seed=None, *, analytic_kl: bool = False) -> tf.Tensor:
+def dwp_log_prior_bound(vae, w, num_samples: int = 1, seed=None, *, analytic_kl: bool = False,
+                        latent_noise=None) -> tf.Tensor:
     """Monte Carlo estimate of the auxiliary lower bound on ``log p(w)``, one per slice.
 
     Args:
@@ -144,13 +157,15 @@ def dwp_log_prior_bound(vae, w, num_samples: int = 1, seed=None, *, analytic_kl:
         num_samples: reparameterised latent draws ``S`` per slice.
         seed: see :func:`draw_seed`.
         analytic_kl: use ``-KL(r(z|w) || N(0, I))`` in closed form for the latent part.
+        latent_noise: the standard-normal draws ``eta [S, n, latent]`` of ``z = mu_r + sigma_r * eta``
+            (``seed`` is then unused); lets a caller pair draws, e.g. ``eta`` with ``-eta``.
 
     Returns:
         ``[n]``: ``(1/S) sum_s [log p(w|z_s) + log p(z_s) - log r(z_s|w)]``, differentiable in ``w``.
     """
     check_vae(vae)
     w = _slices(vae, w)
-    return tf.reduce_mean(_log_weights(vae, w, _num_samples(num_samples), seed, analytic_kl), axis=0)
+    return tf.reduce_mean(_log_weights(vae, w, _num_samples(num_samples), seed, analytic_kl, latent_noise), axis=0)
 
 
 def importance_log_prior(vae, w, num_samples: int = 100, seed=None) -> tf.Tensor:
