@@ -362,51 +362,13 @@ def halves(classes: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- networks
 
 
-def _activation(name: str):
-    import keras
-
-    if name == "gelu":  # Flax's nn.gelu, the reference's, is the tanh approximation
-        return functools.partial(keras.activations.gelu, approximate=True)
-    return keras.activations.get(name)
-
-
-def reference_lenet(input_shape, *, widths=(6, 16, 120, 84), activation: str = "relu", num_outputs: int = 1,
-                    seed: int | None = None):
-    """The LeNet of the reference (``models/jax/lenet.py``), a plain ``keras.Model``.
-
-    ``conv 5x5 'same' (w0) -> act -> avg-pool 2 -> conv 5x5 'same' (w1) -> act -> avg-pool 2 ->
-    flatten -> dense w2 -> act -> dense w3 -> act -> dense num_outputs`` with Flax's default
-    initialisation: LeCun normal (truncated, variance 1 / fan_in) kernels and zero biases. Not the
-    zoo's :func:`tfbdl.nn.lenet5` (the Caffe LeNet of the SWAG code: valid convolutions, max-pool,
-    ReLU only).
-    """
-    import keras
-
-    from tfbdl.nn.initializers import SeedStream
-
-    seeds = SeedStream(seed)
-    act = _activation(activation)
-    inputs = keras.Input(shape=tuple(input_shape), dtype="float32", name="images")
-    x = inputs
-    for i, width in enumerate(widths[:2], start=1):
-        x = keras.layers.Conv2D(width, 5, padding="same", kernel_initializer=keras.initializers.LecunNormal(seeds()),
-                                name=f"conv{i}")(x)
-        x = keras.layers.Activation(act, name=f"act{i}")(x)
-        x = keras.layers.AveragePooling2D(2, name=f"pool{i}")(x)
-    x = keras.layers.Flatten(name="flatten")(x)
-    for i, width in enumerate(widths[2:], start=1):
-        x = keras.layers.Dense(width, kernel_initializer=keras.initializers.LecunNormal(seeds()), name=f"fc{i}")(x)
-        x = keras.layers.Activation(act, name=f"fc{i}_act")(x)
-    outputs = keras.layers.Dense(num_outputs, kernel_initializer=keras.initializers.LecunNormal(seeds()),
-                                 name="logit")(x)
-    return keras.Model(inputs, outputs, name="lenet")
-
-
 def build_net(net: Net, input_shape, seed: int):
     """The one-logit network ``net`` for images of ``input_shape``, initialised by ``seed``."""
     check_net(net)
     if net.model == "lenet":
-        return reference_lenet(input_shape, widths=net.widths, activation=net.activation, seed=seed)
+        from tfbdl.nn import ntk_lenet
+
+        return ntk_lenet(1, input_shape, widths=net.widths, activation=net.activation, seed=seed)
     from tfbdl.nn import resnet18
 
     return resnet18(1, tuple(input_shape), widths=net.widths, seed=seed)

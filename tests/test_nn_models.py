@@ -125,6 +125,24 @@ def test_fconv_matches_reference_count():
     assert [layer.kernel_size for layer in _conv_layers(model)] == [(7, 7), (5, 5)]
 
 
+def test_ntk_lenet_count_initialisation_and_errors():
+    # conv 5x5x3x6, conv 5x5x6x16 ('same'), two 2x2 average pools: 8 * 8 * 16 = 1024 features on 32x32.
+    model = nn.ntk_lenet(1, (32, 32, 3), seed=0)
+    assert nn.count_params(model) == (75 * 6 + 6) + (150 * 16 + 16) + dense(1024, 120) + dense(120, 84) + dense(84, 1)
+    assert model(_images((32, 32, 3))).shape == (2, 1)
+    fc1 = model.get_layer("fc1")
+    assert np.var(fc1.kernel.numpy()) == pytest.approx(1 / 1024, rel=0.05)  # LeCun normal: variance 1 / fan_in
+    assert not np.any(fc1.bias.numpy())
+    gelu = nn.build_model("ntk_lenet", 10, (28, 28, 1), activation="gelu", seed=0)
+    assert gelu(_images((28, 28, 1))).shape == (2, 10)
+    with pytest.raises(InvalidOptionError, match="4 widths"):
+        nn.ntk_lenet(widths=(6, 16))
+    with pytest.raises(InvalidOptionError, match="activation"):
+        nn.ntk_lenet(activation="no-such")
+    with pytest.raises(ShapeError):
+        nn.ntk_lenet(input_shape=(3, 3, 1))
+
+
 def test_mlp_count_and_shapes():
     model = nn.mlp((50, 50), 1, (1,))
     assert nn.count_params(model) == dense(1, 50) + dense(50, 50) + dense(50, 1)

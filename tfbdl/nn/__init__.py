@@ -9,6 +9,7 @@ PyTorch code (see each module's docstring for the file it follows and what diffe
   for the "layer-wise feature amounts" paper.
 - :func:`preresnet` / :func:`preresnet20`: pre-activation ResNets for CIFAR.
 - :func:`resnet18`: the CIFAR ResNet18 of the linearized-networks paper (with a width option).
+- :func:`ntk_lenet`: the linearized-networks paper's LeNet (6/16/120/84, 'same' convs, avg-pool).
 - :func:`mlp`: fully connected networks for regression and linearised networks.
 - :func:`fconv`: the deep weight prior paper's 7x7 / 5x5 convolutional network.
 
@@ -27,6 +28,7 @@ from tfbdl.nn.initializers import (
 )
 from tfbdl.nn.lenet import lenet5
 from tfbdl.nn.mlp import mlp
+from tfbdl.nn.ntk_lenet import ntk_lenet
 from tfbdl.nn.preresnet import preresnet, preresnet20
 from tfbdl.nn.resnet18 import resnet18
 from tfbdl.nn.registry import MODELS, build_model
@@ -51,6 +53,7 @@ __all__ = [
     "resnet18",
     "mlp",
     "fconv",
+    "ntk_lenet",
     "SeedStream",
     "torch_linear_kernel",
     "torch_bias",

@@ -11,6 +11,7 @@ from tfbdl.errors import InvalidOptionError
 from tfbdl.nn.fconv import fconv
 from tfbdl.nn.lenet import lenet5
 from tfbdl.nn.mlp import mlp
+from tfbdl.nn.ntk_lenet import ntk_lenet
 from tfbdl.nn.preresnet import preresnet20
 from tfbdl.nn.resnet18 import resnet18
 from tfbdl.nn.vgg import vgg16, vgg16_bn
@@ -24,6 +25,12 @@ def _mlp_entry(num_classes: int = 1, input_shape=(1,), *, hidden_widths, activat
     return mlp(hidden_widths, num_classes, input_shape, activation, output_activation=output_activation, seed=seed)
 
 
+def _ntk_lenet_entry(num_classes: int = 1, input_shape=(32, 32, 3), *, widths=(6, 16, 120, 84), activation="relu",
+                     seed: int | None = None) -> keras.Model:
+    """:func:`tfbdl.nn.ntk_lenet` with the registry's ``num_classes`` as its number of outputs."""
+    return ntk_lenet(num_classes, input_shape, widths=widths, activation=activation, seed=seed)
+
+
 #: Name -> factory ``f(num_classes, input_shape, **options) -> keras.Model``.
 MODELS: dict[str, Callable[..., keras.Model]] = {
     "lenet5": lenet5,
@@ -33,6 +40,7 @@ MODELS: dict[str, Callable[..., keras.Model]] = {
     "resnet18": resnet18,
     "mlp": _mlp_entry,
     "fconv": fconv,
+    "ntk_lenet": _ntk_lenet_entry,
 }
 
 
