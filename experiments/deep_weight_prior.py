@@ -604,11 +604,26 @@ def stage_vae(run, bank_path, preset: VaePreset, *, seed: int) -> dict:
                                                         "eval_recon_mse")}})
             click.echo(f"{k}x{k} VAE: train ELBO {last['train_elbo']:.3f}, held-out ELBO {last['eval_elbo']:.3f}",
                        err=True)
-        results[f"{k}x{k}"] = json.loads((run.path / "progress.json").read_text())[key]
+        if not run.is_done(f"structure-{k}x{k}"):
+            run.mark_done(f"structure-{k}x{k}", vae_structure(run, slices, k, preset, _child_seed(seed, _SEED_VAE, k)))
+        progress = json.loads((run.path / "progress.json").read_text())
+        results[f"{k}x{k}"] = {**progress[key], "structure": progress[f"structure-{k}x{k}"]}
     metrics = {"vaes": results, "bank_counts": {f"{k}x{k}": counts[k] for k in counts}}
     run.write_metrics(metrics)
     run.finish(_vae_summary(preset, metrics))
     return metrics
+
+
+def vae_structure(run, slices: np.ndarray, k: int, preset: VaePreset, vae_seed: int) -> dict:
+    """The trained ``k x k`` VAE against a Gaussian fit and at the zero kernel, on the slices it held out
+    (:func:`tfbdl.dwp.diagnostics.prior_structure`; on its training slices when none were held out)."""
+    from tfbdl.dwp.diagnostics import prior_structure
+    from tfbdl.dwp.vae import KernelVAE, held_out_split
+
+    vae = KernelVAE.load(run.path / f"kernel_vae_{k}x{k}.h5")
+    train_idx, held_idx = held_out_split(len(slices), preset.validation_fraction, vae_seed)
+    held = slices[held_idx] if len(held_idx) else slices[train_idx]
+    return prior_structure(vae, slices[train_idx], held, seed=vae_seed)
 
 
 def _vae_table(metrics: dict) -> list[str]:
@@ -622,15 +637,45 @@ def _vae_table(metrics: dict) -> list[str]:
     return lines
 
 
+def _structure_table(metrics: dict) -> list[str]:
+    """Held-out log-density per kernel entry: the VAE (IWAE), a full-covariance Gaussian, the zero kernel."""
+    lines = ["| VAE | log p(w), VAE | log p(w), Gaussian fit | log p(0), VAE |", "|---|---:|---:|---:|"]
+    for size in _by_size(metrics["vaes"]):
+        st = metrics["vaes"][size].get("structure")
+        if st is not None:
+            lines.append(f"| {size} | {st['vae']:.3f} | {st['gaussian']:.3f} | {st['zero_kernel']:.3f} |")
+    return lines if len(lines) > 2 else []
+
+
+def _structure_lines(metrics: dict) -> list[str]:
+    table = _structure_table(metrics)
+    if not table:
+        return []
+    return ["", "Does the prior know more than a Gaussian? Held-out log-density in nats per kernel entry (VAE: "
+                "importance-weighted, 50 samples; Gaussian: full covariance fitted to the VAE's training slices; "
+                "log p(0): the VAE at the zero kernel):", ""] + table
+
+
 def _collapse_notes(metrics: dict) -> list[str]:
-    """A warning per VAE whose latent code carries (almost) nothing: its prior is one fixed Gaussian."""
+    """Warnings per VAE that has learned little: a collapsed latent code, a density no better than one
+    Gaussian's, or a mode at the zero kernel (then the DWP shrinks kernels rather than shaping them)."""
     notes = []
     for size in _by_size(metrics["vaes"]):
-        kl = metrics["vaes"][size]["eval_kl"]
+        r = metrics["vaes"][size]
+        kl = r["eval_kl"]
         if kl < 0.1:
             notes.append(f"The {size} VAE's latent code carries almost no information (held-out KL {kl:.3f} nats): "
                          "its prior is close to one fixed Gaussian per kernel entry, so the DWP on those kernels acts "
                          "as a tight Gaussian prior around one mean kernel.")
+        st = r.get("structure")
+        if st is not None and st["vae"] <= st["gaussian"]:
+            notes.append(f"The {size} VAE is no better a density of held-out slices than one Gaussian "
+                         f"({st['vae']:.3f} vs {st['gaussian']:.3f} nats per entry): on these kernels the DWP is "
+                         "about a correlated Gaussian prior.")
+        if st is not None and st["zero_kernel"] > st["vae"]:
+            notes.append(f"The {size} prior is densest at the zero kernel ({st['zero_kernel']:.3f} vs "
+                         f"{st['vae']:.3f} nats per entry on held-out slices): with few data it pulls the posterior "
+                         "means towards zero.")
     return ["", *notes] if notes else []
 
 
@@ -638,7 +683,7 @@ def _vae_summary(preset: VaePreset, metrics: dict) -> str:
     lines = [f"Kernel VAEs trained {preset.epochs_text()} (Adam {preset.learning_rate:g} decayed linearly, batch "
              f"{preset.batch_size}); ELBOs per slice, held-out on {100 * preset.validation_fraction:g}% of the slices.",
              ""]
-    lines += _vae_table(metrics) + _collapse_notes(metrics)
+    lines += _vae_table(metrics) + _structure_lines(metrics) + _collapse_notes(metrics)
     lines += ["", "Figures: `vae_latent_7x7.png`, `vae_latent_5x5.png` (encoder means of the slices) and "
                   "`vae_samples_7x7.png`, `vae_samples_5x5.png` (decoder means at z ~ N(0, I))."]
     return "\n".join(lines) + "\n"
@@ -1148,7 +1193,7 @@ def pipeline_summary(presets: Presets, metrics: dict, provenance: list[dict]) ->
     lines += _bank_table(metrics["kernels"])
     lines += ["", f"**Kernel VAEs** ({presets.vae.epochs_text()}; `vae_latent_*.png`: encoder means of the slices, "
                   "`vae_samples_*.png`: decoder means at z ~ N(0, I)):", ""]
-    lines += _vae_table(metrics["vae"]) + _collapse_notes(metrics["vae"])
+    lines += _vae_table(metrics["vae"]) + _structure_lines(metrics["vae"]) + _collapse_notes(metrics["vae"])
     lines += ["", f"**Bayesian networks.** {_bnn_text(presets.bnn, bnn)}", ""]
     lines += _bnn_result_lines(presets.bnn, bnn)
     lines += ["", f"**DWP initialisation** (`dwp_init_curves.png`). {_init_text(presets.init, metrics['init'])}", ""]

@@ -297,3 +297,27 @@ def test_prior_options_are_checked():
         DeepWeightPrior({3: LinearGaussianVAE(kernel_size=2)})
     with pytest.raises(InvalidOptionError):
         DeepWeightPrior({2: LinearGaussianVAE()}, weight_samples=0)
+
+
+# --------------------------------------------------------------------------- prior structure
+
+
+def test_prior_structure_against_the_exact_density():
+    from tfbdl.dwp.diagnostics import gaussian_log_density, prior_structure
+
+    vae = LinearGaussianVAE(kernel_size=2, latent=2)  # its marginal is N(b, A A^T + s^2 I), r the exact posterior
+    train, held = _slices(vae, n=4000, seed=2), _slices(vae, n=1000, seed=3)
+    exact = vae.exact_log_prob(held)
+    found = prior_structure(vae, train, held, num_samples=20, seed=0)
+    assert found["vae"] == pytest.approx(np.mean(exact) / 4, abs=1e-5)     # IWAE is exact with r = p(z|w)
+    assert found["gaussian"] == pytest.approx(np.mean(exact) / 4, abs=0.02)  # the fit is close to the truth
+    assert found["zero_kernel"] == pytest.approx(float(vae.exact_log_prob(np.zeros((1, 2, 2)))) / 4, abs=1e-5)
+    flat = train.reshape(len(train), -1)
+    cov = np.cov(flat, rowvar=False)
+    cov += 1e-3 * np.mean(np.diag(cov)) * np.eye(4)  # the documented ridge
+    fitted = scipy_stats.multivariate_normal(flat.mean(axis=0), cov).logpdf(held.reshape(len(held), -1))
+    np.testing.assert_allclose(gaussian_log_density(train, held), fitted, rtol=1e-10)
+    with pytest.raises(ShapeError):
+        gaussian_log_density(train, np.zeros((3, 3, 3)))
+    with pytest.raises(ShapeError):
+        prior_structure(vae, train, np.zeros((0, 2, 2)))

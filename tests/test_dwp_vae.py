@@ -224,9 +224,9 @@ def test_validation_split_is_held_out():
                                   validation_fraction=0.25)
     row = history[0]
     assert np.isfinite(row["eval_elbo"]) and np.isfinite(row["train_elbo"])
-    from tfbdl.dwp.vae import _split
+    from tfbdl.dwp.vae import held_out_split
 
-    train_idx, val_idx = _split(64, 0.25, 0)
+    train_idx, val_idx = held_out_split(64, 0.25, 0)
     assert len(val_idx) == 16 and len(train_idx) == 48
     assert not set(train_idx) & set(val_idx)
 

@@ -61,6 +61,7 @@ __all__ = [
     "plot_decoded_samples",
     "plot_latent_space",
     "train_kernel_vae",
+    "held_out_split",
 ]
 
 SUPPORTED_KERNEL_SIZES = (3, 5, 7)
@@ -407,8 +408,9 @@ def _check_bank_slices(slices) -> np.ndarray:
     return np.ascontiguousarray(slices, dtype=np.float32)
 
 
-def _split(n: int, fraction, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices ``(train, held_out)``: a seeded random ``fraction`` of ``range(n)`` held out."""
+def held_out_split(n: int, fraction, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, held_out)``: a seeded random ``fraction`` of ``range(n)`` held out (the split
+    :func:`train_kernel_vae` makes with the same ``seed``)."""
     if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 <= fraction < 1.0:
         raise InvalidOptionError(f"validation_fraction must be in [0, 1), got {fraction!r}")
     n_val = int(round(float(fraction) * n))
@@ -458,7 +460,7 @@ def train_kernel_vae(slices, *, hidden: int, latent: int, epochs: int, batch_siz
         raise InvalidOptionError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
     lr = float(learning_rate)
     name = name or f"kernel_vae_{k}x{k}"
-    train_idx, val_idx = _split(len(slices), validation_fraction, seed)
+    train_idx, val_idx = held_out_split(len(slices), validation_fraction, seed)
     train = slices[train_idx]
     if len(val_idx):
         check = slices[val_idx]
