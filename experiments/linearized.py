@@ -734,25 +734,34 @@ def _index_axis(ax, indices) -> None:
     ax.set_xlim(left=-0.2 if min(indices) == 0 else min(indices) * 0.8)
 
 
-def eigenfunction_figure(path, rows: list[dict]) -> None:
-    """Test accuracy of the linear and non-linear networks against the eigenfunction index."""
-    from tfbdl.plots import _pyplot, save_figure
+def _linear_vs_nonlinear_axes(rows: list[dict], index_key: str, xlabel: str, title: str):
+    """A figure of the linear and non-linear networks' test accuracy against ``row[index_key]``."""
+    from tfbdl.plots import _pyplot
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
-    k = [r["label_idx"] for r in rows]
-    ax.plot(k, [r["linear_test_accuracy"] for r in rows], marker="o", label="linearized network")
-    ax.plot(k, [r["nonlinear_test_accuracy"] for r in rows], marker="s", label="non-linear network")
+    index = [r[index_key] for r in rows]
+    ax.plot(index, [r["linear_test_accuracy"] for r in rows], marker="o", label="linearized network")
+    ax.plot(index, [r["nonlinear_test_accuracy"] for r in rows], marker="s", label="non-linear network")
     ax.axhline(0.5, color="gray", lw=0.8, ls=":")
-    _index_axis(ax, k)
-    ax.set_xlabel("eigenfunction index k (task sign(φ_k))")
+    _index_axis(ax, index)
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0.3, 1.02)
     ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return fig, ax, index
+
+
+def eigenfunction_figure(path, rows: list[dict]) -> None:
+    """Test accuracy of the linear and non-linear networks against the eigenfunction index, with λ_k."""
+    from tfbdl.plots import save_figure
+
+    fig, ax, k = _linear_vs_nonlinear_axes(rows, "label_idx", "eigenfunction index k (task sign(φ_k))",
+                                           "NTK eigenfunctions: linear vs non-linear training")
     twin = ax.twinx()
     twin.semilogy(k, [max(r["eigenvalue"], 1e-12) for r in rows], color="gray", ls="--", lw=0.9)
     twin.set_ylabel("λ_k (dashed)", color="gray", fontsize=8)
-    ax.set_title("NTK eigenfunctions: linear vs non-linear training", fontsize=9)
     save_figure(fig, path)
 
 
@@ -972,20 +981,11 @@ def train_nad_task(task_run, i: int, stored, shape, net_spec: Net, preset: NADTa
 
 
 def nad_accuracy_figure(path, rows: list[dict]) -> None:
-    from tfbdl.plots import _pyplot, save_figure
+    """Test accuracy of the linear and non-linear networks against the NAD index of the task."""
+    from tfbdl.plots import save_figure
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.0, 3.4))
-    i = [r["nad_idx"] for r in rows]
-    ax.plot(i, [r["linear_test_accuracy"] for r in rows], marker="o", label="linearized network")
-    ax.plot(i, [r["nonlinear_test_accuracy"] for r in rows], marker="s", label="non-linear network")
-    ax.axhline(0.5, color="gray", lw=0.8, ls=":")
-    _index_axis(ax, i)
-    ax.set_ylim(0.3, 1.02)
-    ax.set_xlabel("NAD index of the discriminative direction")
-    ax.set_ylabel("test accuracy")
-    ax.legend(fontsize=8)
-    ax.set_title("linearly separable data along one NAD", fontsize=9)
+    fig, _, _ = _linear_vs_nonlinear_axes(rows, "nad_idx", "NAD index of the discriminative direction",
+                                          "linearly separable data along one NAD")
     save_figure(fig, path)
 
 
