@@ -1221,6 +1221,13 @@ _epochs = click.IntRange(min=1)
 _rate = click.FloatRange(min=0, min_open=True)
 
 
+def _finite(ctx, param, value):
+    """Click callback: a float option must be a finite number (click's float type takes nan and inf)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}")
+    return value
+
+
 def _standalone(stage: str, preset, *, scale, out, data_dir, seed, resume, **inputs):
     """Open (or resume) ``OUT/dwp-<stage>/<run-id>/`` for a standalone command."""
     config = {"experiment": STAGE_EXPERIMENTS[stage],
@@ -1375,7 +1382,7 @@ splits_option = click.option("--splits", type=click.IntRange(min=1), default=Non
               help="Draw the DWP term's weight and latent noise in mirrored pairs (eps, eta), (-eps, -eta) "
                    "(unbiased; 4x less gradient noise on the kernels at twice the cost) or plainly, one draw each, "
                    "as the reference (default: plain).")
-@click.option("--log-sigma2-init", type=float, default=None,
+@click.option("--log-sigma2-init", type=float, default=None, callback=_finite,
               help="Initial log sigma^2 of every kernel entry of the posterior (paper: -10).")
 @common_run_options
 def train_bnn_command(vae_run, priors, init, sizes, splits, epochs, widths, batch_size, lr, n_test, test_samples,

@@ -321,3 +321,5 @@ def test_prior_structure_against_the_exact_density():
         gaussian_log_density(train, np.zeros((3, 3, 3)))
     with pytest.raises(ShapeError):
         prior_structure(vae, train, np.zeros((0, 2, 2)))
+    with pytest.raises(ShapeError, match="at least 2 training slices"):
+        gaussian_log_density(train[:1], held)

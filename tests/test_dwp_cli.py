@@ -214,3 +214,12 @@ def test_fit_table_averages_over_splits_and_skips_old_results():
     results.append({"prior": "normal", "examples": 50, "train_accuracy": 1.0})  # written before the kernels key
     lines = fit_table(results, ("normal", "dwp"), (50,))
     assert lines[2:] == ["| DWP | 50 | 0.800 | 0.0030 | 0.0100 |"]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_log_sigma2_init_must_be_finite(value, tmp_path):
+    result = _tfbdl("dwp", "train-bnn", "--prior", "normal", "--log-sigma2-init", value, "--scale", "tiny",
+                    "--out", str(tmp_path))
+    assert result.returncode == 2, result.stderr
+    assert "--log-sigma2-init" in result.stderr and "must be a finite number" in result.stderr
+    assert not any(tmp_path.iterdir())  # refused before any run directory is made

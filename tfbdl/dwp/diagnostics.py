@@ -26,6 +26,8 @@ def gaussian_log_density(train_slices, slices) -> np.ndarray:
     ``train_slices [m, k, k]`` (mean and covariance, a small ridge keeps it invertible)."""
     train = _flat(train_slices, "train_slices")
     flat = _flat(slices, "slices")
+    if len(train) < 2:
+        raise ShapeError(f"fitting a Gaussian needs at least 2 training slices, got {len(train)}")
     if train.shape[1] != flat.shape[1]:
         raise ShapeError(f"train_slices and slices must have one kernel size, got {train.shape} and {flat.shape}")
     mean = train.mean(axis=0)
