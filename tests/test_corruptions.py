@@ -217,7 +217,7 @@ def test_line_kernel_is_one_sided_and_normalised():
     assert np.all(rows >= centre) and np.all(cols >= centre)  # +45 deg: towards +x and +y (down)
 
 
-@pytest.mark.parametrize("factor", [1.0, 1.06, 1.15, 1.75, 2.25])
+@pytest.mark.parametrize("factor", [1.0, 1.06, 1.15, 1.75, 2.25, np.arange(1, 1.26, 0.01)[-1]])
 def test_clipped_zoom_matches_scipy_zoom(factor):
     x = np.random.default_rng(0).random((2, 28, 32, 3))
     h, w = x.shape[1:3]
@@ -225,7 +225,7 @@ def test_clipped_zoom_matches_scipy_zoom(factor):
     top, left = (h - ch) // 2, (w - cw) // 2
     zoomed = ndimage.zoom(x[:, top:top + ch, left:left + cw], (1, factor, factor, 1), order=1)
     th, tw = (zoomed.shape[1] - h) // 2, (zoomed.shape[2] - w) // 2
-    np.testing.assert_allclose(C._clipped_zoom(x, factor), zoomed[:, th:th + h, tw:tw + w], atol=1e-12)
+    np.testing.assert_array_equal(C._clipped_zoom(x, factor), zoomed[:, th:th + h, tw:tw + w])
 
 
 def test_affine_warp_of_a_translation_shifts_the_image():
@@ -430,3 +430,219 @@ def test_informative_corruptions_skip_frost_without_textures_and_saturate_on_gre
     # Saturate really leaves a grey image unchanged, which is why it is skipped there.
     image = np.random.default_rng(0).integers(0, 256, size=(2, 12, 12, 1), dtype=np.uint8)
     np.testing.assert_array_equal(C.corrupt(image, "saturate", 5), image)
+
+
+# ----------------------------------------------------------------------------- the generator, pixel for pixel
+# Oracles: the formulas of make_cifar_c.py (hendrycks/robustness) written out per image in plain
+# numpy / scipy / Pillow, without the module's helpers; each result is stored as the generator
+# stores it, np.uint8(...) of the float in [0, 255] (truncation).
+
+
+def _oracle_images():
+    rng = np.random.default_rng(2024)
+    noise = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    blocks = np.kron(rng.integers(0, 256, (2, 4, 4, 3)), np.ones((1, 8, 8, 1))).astype(np.uint8)
+    blocks[1, :12] = 255  # flat white and black areas: the values on which truncation is fragile
+    blocks[1, 20:] = 0
+    return np.concatenate([noise, blocks, COLOUR[:3]])
+
+
+ORACLE_RGB = _oracle_images()
+ORACLE_GREY = np.concatenate([GREY[:3], ORACLE_RGB[:3, :28, :28, :1], ORACLE_RGB[4:5, 2:30, 2:30, :1]])
+
+
+def _store(x):
+    return np.uint8(x)
+
+
+def _sk_rgb2hsv(arr):
+    out = np.empty_like(arr)
+    out_v = arr.max(-1)
+    delta = np.ptp(arr, -1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out_s = delta / out_v
+        out_s[delta == 0.] = 0.
+        idx = arr[:, :, 0] == out_v
+        out[idx, 0] = (arr[idx, 1] - arr[idx, 2]) / delta[idx]
+        idx = arr[:, :, 1] == out_v
+        out[idx, 0] = 2. + (arr[idx, 2] - arr[idx, 0]) / delta[idx]
+        idx = arr[:, :, 2] == out_v
+        out[idx, 0] = 4. + (arr[idx, 0] - arr[idx, 1]) / delta[idx]
+    out_h = (out[:, :, 0] / 6.) % 1.
+    out_h[delta == 0.] = 0.
+    out[:, :, 0], out[:, :, 1], out[:, :, 2] = out_h, out_s, out_v
+    out[np.isnan(out)] = 0
+    return out
+
+
+def _sk_hsv2rgb(arr):
+    hi = np.floor(arr[:, :, 0] * 6)
+    f = arr[:, :, 0] * 6 - hi
+    p = arr[:, :, 2] * (1 - arr[:, :, 1])
+    q = arr[:, :, 2] * (1 - f * arr[:, :, 1])
+    t = arr[:, :, 2] * (1 - (1 - f) * arr[:, :, 1])
+    v = arr[:, :, 2]
+    hi = np.dstack([hi, hi, hi]).astype(np.uint8) % 6
+    return np.choose(hi, [np.dstack((v, t, p)), np.dstack((q, v, p)), np.dstack((p, v, t)),
+                          np.dstack((p, q, v)), np.dstack((t, p, v)), np.dstack((v, p, q))])
+
+
+def _oracle_contrast(img, severity):
+    c = [.75, .5, .4, .3, 0.15][severity - 1]
+    x = np.array(img) / 255.
+    means = np.mean(x, axis=(0, 1), keepdims=True)
+    return _store(np.clip((x - means) * c + means, 0, 1) * 255)
+
+
+def _oracle_brightness(img, severity):
+    c = [.05, .1, .15, .2, .3][severity - 1]
+    grey = img.shape[-1] == 1
+    x = np.array(np.repeat(img, 3, axis=-1) if grey else img) / 255.
+    x = _sk_rgb2hsv(x)
+    x[:, :, 2] = np.clip(x[:, :, 2] + c, 0, 1)
+    x = _sk_hsv2rgb(x)
+    out = _store(np.clip(x, 0, 1) * 255)
+    return out[..., :1] if grey else out
+
+
+def _oracle_saturate(img, severity):
+    c = [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)][severity - 1]
+    x = _sk_rgb2hsv(np.array(img) / 255.)
+    x[:, :, 1] = np.clip(x[:, :, 1] * c[0] + c[1], 0, 1)
+    return _store(np.clip(_sk_hsv2rgb(x), 0, 1) * 255)
+
+
+def _oracle_gaussian_blur(img, severity):
+    c = [.4, .6, 0.7, .8, 1][severity - 1]
+    # skimage.filters.gaussian(multichannel=True): scipy's gaussian_filter, sigma 0 on the channels
+    x = ndimage.gaussian_filter(np.array(img) / 255., (c, c, 0), mode="nearest", truncate=4.0)
+    return _store(np.clip(x, 0, 1) * 255)
+
+
+def _cv2_gaussian_kernel_f32(n, sigma):
+    """cv2.getGaussianKernel(n, sigma, CV_32F): float taps summed in double, scaled by 1 / sum."""
+    cf = [np.float32(np.exp(-0.5 / (sigma * sigma) * (i - (n - 1) * 0.5) ** 2)) for i in range(n)]
+    total = 1.0 / sum(float(v) for v in cf)
+    return [np.float32(float(v) * total) for v in cf]
+
+
+def _oracle_disk(radius, alias_blur):
+    L = np.arange(-8, 8 + 1)
+    X, Y = np.meshgrid(L, L)
+    d = np.array((X ** 2 + Y ** 2) <= radius ** 2, dtype=np.float32)
+    d /= np.sum(d)
+    k1, k0, _ = _cv2_gaussian_kernel_f32(3, alias_blur)
+    # cv2.GaussianBlur(ksize=(3, 3)) on float32: rows then columns, centre*k0 + (left+right)*k1, reflect-101
+    rows = np.pad(d, ((0, 0), (1, 1)), mode="reflect")
+    d = rows[:, 1:-1] * k0 + (rows[:, :-2] + rows[:, 2:]) * k1
+    cols = np.pad(d, ((1, 1), (0, 0)), mode="reflect")
+    return cols[1:-1] * k0 + (cols[:-2] + cols[2:]) * k1
+
+
+def _oracle_defocus_blur(img, severity):
+    c = [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)][severity - 1]
+    x = np.array(img) / 255.
+    kernel = _oracle_disk(c[0], c[1]).astype(np.float64)
+    # cv2.filter2D(float64, -1, kernel): correlation, BORDER_REFLECT_101
+    channels = [ndimage.correlate(x[:, :, d], kernel, mode="mirror") for d in range(x.shape[-1])]
+    return _store(np.clip(np.stack(channels, axis=-1), 0, 1) * 255)
+
+
+def _oracle_clipped_zoom(img, zoom_factor):
+    h = img.shape[0]
+    ch = int(np.ceil(h / zoom_factor))
+    top = (h - ch) // 2
+    img = ndimage.zoom(img[top:top + ch, top:top + ch], (zoom_factor, zoom_factor, 1), order=1)
+    trim_top = (img.shape[0] - h) // 2
+    return img[trim_top:trim_top + h, trim_top:trim_top + h]
+
+
+def _oracle_zoom_blur(img, severity, factors=None):
+    c = [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01),
+         np.arange(1, 1.21, 0.01), np.arange(1, 1.26, 0.01)][severity - 1] if factors is None else factors
+    x = (np.array(img) / 255.).astype(np.float32)
+    out = np.zeros_like(x)
+    for zoom_factor in c:
+        out += _oracle_clipped_zoom(x, zoom_factor)
+    x = (x + out) / (len(c) + 1)
+    return _store(np.clip(x, 0, 1) * 255)
+
+
+def _pil(img):
+    return Image.fromarray(img[..., 0], mode="L") if img.shape[-1] == 1 else Image.fromarray(img)
+
+
+def _back(pil, img):
+    out = np.uint8(np.asarray(pil))
+    return out[..., None] if img.shape[-1] == 1 else out
+
+
+def _oracle_pixelate(img, severity):
+    c = [0.95, 0.9, 0.85, 0.75, 0.65][severity - 1]
+    h, w = img.shape[:2]
+    x = _pil(img).resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX)
+    return _back(x, img)
+
+
+def _oracle_jpeg_compression(img, severity):
+    import io
+
+    c = [80, 65, 58, 50, 40][severity - 1]
+    output = io.BytesIO()
+    _pil(img).save(output, "JPEG", quality=c)
+    return _back(Image.open(output), img)
+
+
+ORACLES = {"contrast": _oracle_contrast, "brightness": _oracle_brightness, "saturate": _oracle_saturate,
+           "pixelate": _oracle_pixelate, "jpeg_compression": _oracle_jpeg_compression,
+           "gaussian_blur": _oracle_gaussian_blur, "defocus_blur": _oracle_defocus_blur,
+           "zoom_blur": _oracle_zoom_blur}
+
+
+def test_oracles_cover_the_deterministic_corruptions():
+    assert set(ORACLES) == DETERMINISTIC
+
+
+@pytest.mark.parametrize("severity", C.SEVERITIES)
+@pytest.mark.parametrize("name", sorted(ORACLES))
+def test_matches_the_generator_pixel_for_pixel_rgb(name, severity):
+    out = C.CORRUPTIONS[name](ORACLE_RGB, severity, np.random.default_rng(0))
+    expected = np.stack([ORACLES[name](img, severity) for img in ORACLE_RGB])
+    assert out.dtype == expected.dtype == np.uint8
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("severity", C.SEVERITIES)
+@pytest.mark.parametrize("name", sorted(set(ORACLES) - {"saturate"}))
+def test_matches_the_generator_formulas_on_grey_images(name, severity):
+    out = C.CORRUPTIONS[name](ORACLE_GREY, severity, np.random.default_rng(0))
+    expected = np.stack([ORACLES[name](img, severity) for img in ORACLE_GREY])
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_saturate_leaves_grey_images_unchanged():
+    for severity in C.SEVERITIES:
+        np.testing.assert_array_equal(C.saturate(ORACLE_GREY, severity, np.random.default_rng(0)), ORACLE_GREY)
+
+
+def test_final_conversion_truncates_like_the_generator():
+    image = np.full((1, 32, 32, 3), 200, dtype=np.uint8)
+    image[0, :16] = 100
+    # mean 150/255; severity 1: (100/255 - m) * .75 + m = 112.5/255 -> 112 (not 113), 187.5 -> 187
+    out = C.contrast(image, 1, np.random.default_rng(0))
+    assert set(np.unique(out)) == {112, 187}
+
+
+def test_zoom_blur_uses_the_float_arange_factors():
+    factors = np.arange(1, 1.26, 0.01)
+    assert len(factors) == 26 and factors[-1] != 1.25
+    np.testing.assert_array_equal(C._zoom_factors(5), factors)
+    # the 26-pixel crop of the last zoom: round(26 * 1.2500000000000002) = 33 px, 1.25 would give 32
+    assert int(np.ceil(32 / factors[-1])) == 26
+    assert int(round(26 * factors[-1])) == 33 and int(round(26 * 1.25)) == 32
+    images = ORACLE_RGB
+    out = C.zoom_blur(images, 5, np.random.default_rng(0))
+    rounded = np.stack([_oracle_zoom_blur(img, 5, factors=np.round(factors, 2)) for img in images])
+    exact = np.stack([_oracle_zoom_blur(img, 5) for img in images])
+    np.testing.assert_array_equal(out, exact)
+    assert np.any(out != rounded)  # the rounded factors would give a different image

@@ -14,10 +14,23 @@ Every corruption is a function ``f(images, severity, rng) -> images``:
 * the result is a new ``uint8`` array of the same shape.
 
 The work is done in floats in [0, 1] (or [0, 255] where the reference works there) and the final
-conversion to ``uint8`` rounds to nearest; the reference truncates there (``np.uint8``), which only
-shifts its outputs down by half a grey level on average. Casts to ``uint8`` *inside* a corruption
+conversion to ``uint8`` truncates, as the reference's ``np.uint8(...)`` of the returned
+``clip(x, 0, 1) * 255`` does when it stores CIFAR-10-C (``motion_blur`` rounds to nearest instead:
+there the reference's output is ImageMagick's 8-bit image). Casts to ``uint8`` *inside* a corruption
 (glass blur, snow, spatter) truncate as the reference does, after clipping to 0..255 (where the
 reference's cast could wrap around).
+
+Exactness: the deterministic corruptions (``contrast``, ``brightness``, ``saturate`` on RGB,
+``pixelate``, ``jpeg_compression``, ``gaussian_blur``, ``defocus_blur``, ``zoom_blur``) follow the
+reference's arithmetic step by step (float32 where it works in float32, the same operation order,
+scikit-image's HSV formulas, OpenCV's float32 disk kernel, ``scipy.ndimage.zoom``'s order-1 weights,
+the zoom factors as the floats ``np.arange(1, end, 0.01)``), so for the same input image they give
+the stored CIFAR-10-C pixels exactly, given the same scipy (``gaussian_blur``) and Pillow
+(``pixelate``, ``jpeg_compression``). The one computation not replayed operation by operation is
+``cv2.filter2D`` in ``defocus_blur`` (OpenCV correlates a 17x17 kernel through a DFT; here it is a
+direct correlation): the float results differ by about 1e-15, which changes a stored pixel only if
+its value lies within that distance of an integer grey level (none did in 900 test images per
+severity compared against OpenCV 4.10).
 
 Parameters (``c`` is indexed by severity 1..5)
 ----------------------------------------------
@@ -33,7 +46,8 @@ gaussian_blur      sigma: .4, .6, .7, .8, 1
 defocus_blur       (disk radius, anti-alias sigma): (.3,.4) (.4,.5) (.5,.6) (1,.2) (1.5,.1)
 glass_blur         (sigma, max shift, iterations): (.05,1,1) (.25,1,1) (.4,1,1) (.25,1,2) (.4,1,2)
 motion_blur        (radius, sigma); angle ~ U(-45, 45) deg: (6,1) (6,1.5) (6,2) (8,2) (9,2.5)
-zoom_blur          zooms 1.00, 1.01, ... up to 1.06, 1.11, 1.15, 1.20, 1.25 (7, 12, 16, 21, 26)
+zoom_blur          zooms np.arange(1, end, .01), end = 1.06, 1.11, 1.16, 1.21, 1.26 (7, 12, 16,
+                   21, 26 zooms: 1.00, 1.01, ... as floats, e.g. 1.2500000000000002)
 snow               (mean, std, zoom, threshold, blur radius, blur sigma, blend):
                    (.1,.2,1,.6,8,3,.95) (.1,.2,1,.5,10,4,.9) (.15,.3,1.75,.55,10,4,.9)
                    (.25,.3,2.25,.6,12,6,.85) (.3,.3,1.25,.65,14,12,.8); angle ~ U(-135, -45)
@@ -85,8 +99,10 @@ Approximations, where the reference used libraries this module does without
   kernel's shifted copies, which equals ``scipy.ndimage.correlate(mode="nearest")`` with the
   rasterised line kernel (:func:`line_kernel`) but costs only one pass per tap. Not reproduced:
   ImageMagick's 16-bit quantum and the PNG round trip (rounding differences of one grey level).
-* ``defocus_blur``: the disk and its 3x3 anti-alias Gaussian are built as in the reference
-  (``cv2.GaussianBlur``); the filtering uses reflect-101 borders like ``cv2.filter2D``.
+* ``defocus_blur``: the disk is built in float32 and smoothed by the 3x3 anti-alias Gaussian as
+  ``cv2.GaussianBlur`` does it (float32 kernel from ``getGaussianKernel``, separable float32
+  passes, reflect-101 border), which gives OpenCV's kernel bit for bit; the filtering is a direct
+  correlation in float64 with reflect-101 borders like ``cv2.filter2D`` (see Exactness above).
 * ``spatter`` (water, severities 1-3): OpenCV's ``Canny(50, 150)`` is replaced by a Canny of our
   own (3x3 Sobel, L1 magnitude, OpenCV's 4-sector non-maximum suppression, 8-connected
   hysteresis), and the 5x5-mask ``distanceTransform`` by the exact Euclidean distance
@@ -96,7 +112,9 @@ Approximations, where the reference used libraries this module does without
   ``scipy.ndimage.map_coordinates(order=1, mode="mirror")`` in double precision (OpenCV
   interpolates in 1/32-pixel fixed point). The displacement scales are fractions of the image
   side, which are the reference's numbers for 32x32 images.
-* ``brightness`` / ``saturate``: scikit-image's HSV conversion is re-implemented in numpy.
+* ``brightness`` / ``saturate``: scikit-image's ``rgb2hsv`` / ``hsv2rgb`` are re-implemented in
+  numpy with the same formulas (``hsv2rgb`` picks among ``v, p = v(1-s), q = v(1-fs),
+  t = v(1-(1-f)s)`` by sector), so the floats are identical.
 * ``frost``: the textures are down-scaled by 0.2 as ``cv2.resize(INTER_LINEAR)`` does at that
   factor (it samples every fifth pixel starting at offset 2). Like the reference, only the
   first five textures are drawn (``frost6.jpg`` is not used).
@@ -257,7 +275,13 @@ def _unit(images: np.ndarray) -> np.ndarray:
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
-    """float in [0, 1] -> uint8, clipping and rounding to nearest."""
+    """float in [0, 1] -> uint8 as the reference stores it: ``np.uint8(clip(x, 0, 1) * 255)``
+    (truncation), in the dtype of ``x`` (float32 where the reference works in float32)."""
+    return (np.clip(x, 0, 1) * x.dtype.type(255)).astype(np.uint8)
+
+
+def _round_uint8(x: np.ndarray) -> np.ndarray:
+    """float in [0, 1] -> uint8, clipping and rounding to nearest (an 8-bit image encoder's rule)."""
     return np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
@@ -290,39 +314,54 @@ def _rgb_to_hsv(rgb: np.ndarray) -> np.ndarray:
 
 
 def _hsv_to_rgb(hsv: np.ndarray) -> np.ndarray:
-    h, s, v = hsv[..., 0:1], hsv[..., 1:2], hsv[..., 2:3]
-    k = (np.array([5.0, 3.0, 1.0]) + h * 6.0) % 6.0  # the sector formula, channel by channel
-    return v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
+    """scikit-image's ``hsv2rgb`` formulas (so the floats, not only the colours, are the same)."""
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    sector = np.floor(h * 6)
+    f = h * 6 - sector
+    p = v * (1 - s)
+    q = v * (1 - f * s)
+    t = v * (1 - (1 - f) * s)
+    sector = sector.astype(np.int64) % 6
+    table = np.stack([np.stack(rgb, axis=-1) for rgb in
+                      ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
+    return np.take_along_axis(table, sector[None, ..., None], axis=0)[0]
 
 
-def _linear_zoom_matrix(length: int, crop: int, factor: float) -> np.ndarray:
-    """Rows of ``scipy.ndimage.zoom(order=1)`` of a length-``crop`` signal by ``factor`` that
-    ``clipped_zoom`` keeps (the central ``length``), as a [length, crop] interpolation matrix."""
+def _zoom_taps(length: int, crop: int, factor: float):
+    """For the central ``length`` outputs of ``scipy.ndimage.zoom(order=1)`` of a length-``crop``
+    axis by ``factor``: the two input indices and their weights, computed as scipy does (output
+    size ``round(crop * factor)``, coordinate ``k * (crop - 1) / (out - 1)``, weights ``1 - x`` and
+    ``1 - (1 - x)``)."""
     out_len = int(round(crop * factor))
-    step = (crop - 1) / (out_len - 1) if out_len > 1 else 0.0
+    step = (crop - 1) / (out_len - 1) if out_len > 1 else 1.0
     trim = (out_len - length) // 2
-    coords = (np.arange(trim, trim + length) * step).clip(0, crop - 1)
-    low = np.floor(coords).astype(np.int64)
-    high = np.minimum(low + 1, crop - 1)
-    frac = coords - low
-    matrix = np.zeros((length, crop))
-    np.add.at(matrix, (np.arange(length), low), 1.0 - frac)
-    np.add.at(matrix, (np.arange(length), high), frac)
-    return matrix
+    coords = np.arange(trim, trim + length, dtype=np.float64) * step
+    low = np.floor(coords)
+    w_low = 1.0 - (coords - low)
+    low = low.astype(np.int64)
+    return low, np.minimum(low + 1, crop - 1), w_low, 1.0 - w_low
 
 
 def _zoom_planes(planes: np.ndarray, factor: float) -> np.ndarray:
     """The reference's ``clipped_zoom`` of [B, H, W] planes: crop the central ``ceil(side / factor)``
     pixels, zoom them with ``scipy.ndimage.zoom(order=1)`` and keep the central ``side`` pixels.
-    Order-1 zoom is separable, so it is two products with small interpolation matrices (the
-    same numbers as scipy, much faster)."""
+
+    Evaluated as scipy does, bit for bit: in float64, each output the sum over the four neighbours
+    (rows outer, columns inner) of ``value * row weight * column weight``, cast to the planes'
+    dtype."""
     _, h, w = planes.shape
     ch, cw = int(math.ceil(h / factor)), int(math.ceil(w / factor))
     top, left = (h - ch) // 2, (w - cw) // 2
-    rows = _linear_zoom_matrix(h, ch, factor).astype(planes.dtype)
-    cols = _linear_zoom_matrix(w, cw, factor).astype(planes.dtype)
-    crop = np.ascontiguousarray(planes[:, top:top + ch, left:left + cw])
-    return np.matmul(rows, crop @ cols.T)
+    crop = planes[:, top:top + ch, left:left + cw].astype(np.float64, copy=False)
+    r0, r1, a0, a1 = _zoom_taps(h, ch, factor)
+    c0, c1, b0, b1 = _zoom_taps(w, cw, factor)
+    upper = crop[:, r0] * a0[:, None]
+    lower = crop[:, r1] * a1[:, None]
+    out = upper[:, :, c0] * b0
+    out += upper[:, :, c1] * b1
+    out += lower[:, :, c0] * b0
+    out += lower[:, :, c1] * b1
+    return out.astype(planes.dtype, copy=False)
 
 
 def _clipped_zoom(x: np.ndarray, factor: float) -> np.ndarray:
@@ -421,20 +460,34 @@ def gaussian_blur(images, severity, rng):
     return _to_uint8(_spatial_gaussian(_unit(images), c))
 
 
+def _gaussian_taps32(ksize: int, sigma: float) -> np.ndarray:
+    """``cv2.getGaussianKernel(ksize, sigma, CV_32F)``: float32 taps, normalised in double."""
+    x = np.arange(ksize) - (ksize - 1) * 0.5
+    taps = np.exp((-0.5 / (sigma * sigma)) * x * x).astype(np.float32)
+    return (taps.astype(np.float64) * (1.0 / taps.astype(np.float64).sum())).astype(np.float32)
+
+
 def _disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
-    """An aliased disk of ``radius`` smoothed by a small Gaussian, cropped to its support."""
+    """The reference's float32 disk: an aliased disk normalised to sum 1, smoothed as
+    ``cv2.GaussianBlur(ksize, sigmaX=alias_blur)`` does it (separable float32 passes, each
+    ``centre * k0 + (left + right) * k1``, reflect-101 border), cropped to its nonzero support."""
     if radius <= 8:
         coords, ksize = np.arange(-8, 9), 3
     else:
         coords, ksize = np.arange(-radius, radius + 1), 5
     xx, yy = np.meshgrid(coords, coords)
-    disk = (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.float64)
-    disk /= disk.sum()
-    taps = np.arange(ksize) - (ksize - 1) / 2
-    g = np.exp(-(taps ** 2) / (2.0 * alias_blur ** 2))
-    g /= g.sum()
-    disk = ndimage.correlate1d(disk, g, axis=0, mode="mirror")
-    disk = ndimage.correlate1d(disk, g, axis=1, mode="mirror")
+    disk = np.array(xx ** 2 + yy ** 2 <= radius ** 2, dtype=np.float32)
+    disk /= np.sum(disk)
+    taps = _gaussian_taps32(ksize, alias_blur)
+    half = ksize // 2
+    for axis in (1, 0):
+        padded = np.pad(disk, [(half, half) if a == axis else (0, 0) for a in (0, 1)], mode="reflect")
+        length = disk.shape[axis]
+        window = [padded.take(np.arange(j, j + length), axis=axis) for j in range(ksize)]
+        out = window[half] * taps[half]
+        for j in range(half):
+            out = out + (window[j] + window[ksize - 1 - j]) * taps[j]
+        disk = out
     centre = disk.shape[0] // 2
     support = np.nonzero(disk.any(axis=0))[0]
     half = int(max(centre - support.min(), support.max() - centre))
@@ -445,7 +498,7 @@ def _disk_kernel(radius: float, alias_blur: float) -> np.ndarray:
 def defocus_blur(images, severity, rng):
     """Disk blur (radius, anti-alias sigma): (.3,.4) (.4,.5) (.5,.6) (1,.2) (1.5,.1)."""
     radius, alias = ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1.0, 0.2), (1.5, 0.1))[severity - 1]
-    kernel = _disk_kernel(radius, alias)
+    kernel = _disk_kernel(radius, alias).astype(np.float64)
     out = ndimage.correlate(_unit(images), kernel[None, :, :, None], mode="mirror")
     return _to_uint8(out)
 
@@ -485,22 +538,35 @@ def motion_blur(images, severity, rng):
     """
     radius, sigma = ((6, 1.0), (6, 1.5), (6, 2.0), (8, 2.0), (9, 2.5))[severity - 1]
     angles = rng.uniform(-45.0, 45.0, size=images.shape[0])
-    return _to_uint8(_motion_blur(_unit(images), radius, sigma, angles))
+    return _round_uint8(_motion_blur(_unit(images), radius, sigma, angles))
 
 
-_ZOOM_COUNTS = (7, 12, 16, 21, 26)  # zoom factors 1.00, 1.01, ..., as np.arange(1, end, .01)
+_ZOOM_ENDS = (1.06, 1.11, 1.16, 1.21, 1.26)
+
+
+def _zoom_factors(severity: int) -> np.ndarray:
+    """The reference's zoom factors: ``np.arange(1, end, 0.01)`` (7, 12, 16, 21, 26 floats)."""
+    return np.arange(1, _ZOOM_ENDS[severity - 1], 0.01)
 
 
 @_corruption
 def zoom_blur(images, severity, rng):
-    """Average of the image and its centre zoomed by 1.00, 1.01, ... (7, 12, 16, 21, 26 zooms)."""
+    """Average of the image and its centre zoomed by each factor of ``np.arange(1, end, 0.01)``,
+    end = 1.06, 1.11, 1.16, 1.21, 1.26 (7, 12, 16, 21, 26 zooms).
+
+    As the reference: float32 images, the zooms summed in order into a float32 zero array, then
+    ``(x + sum) / (zooms + 1)``. The factors are arange's floats, not rounded decimals: at
+    severity 5 the last is 1.2500000000000002, whose zoom of the 26-pixel crop has
+    ``round(26 * 1.2500000000000002) = 33`` pixels where 1.25 would give 32.
+    """
     n, h, w, c = images.shape
     planes = np.ascontiguousarray(_unit(images).astype(np.float32).transpose(0, 3, 1, 2)).reshape(n * c, h, w)
-    total = planes.copy()
-    for k in range(_ZOOM_COUNTS[severity - 1]):
-        total += _zoom_planes(planes, round(1.0 + 0.01 * k, 2))
-    total /= _ZOOM_COUNTS[severity - 1] + 1
-    return _to_uint8(total.reshape(n, c, h, w).transpose(0, 2, 3, 1))
+    factors = _zoom_factors(severity)
+    total = np.zeros_like(planes)
+    for factor in factors:
+        total += _zoom_planes(planes, float(factor))
+    out = (planes + total) / np.float32(len(factors) + 1)
+    return _to_uint8(out.reshape(n, c, h, w).transpose(0, 2, 3, 1))
 
 
 # ----------------------------------------------------------------------------- weather
@@ -594,7 +660,7 @@ def frost(images, severity, rng, texture_dir=None):
     if channels == 1:
         crops = (crops @ _LUMA)[..., None]
     out = image_weight * images.astype(np.float64) + frost_weight * crops
-    return _to_uint8(out / 255.0)
+    return _trunc_uint8(out)  # the reference: np.uint8(np.clip(..., 0, 255))
 
 
 def _plasma_fractal(rng: np.random.Generator, count: int, size: int, decay: float) -> np.ndarray:
