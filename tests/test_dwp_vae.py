@@ -280,3 +280,213 @@ def test_figures_are_png(tmp_path, k, latent):
     for p in (p1, p2):
         data = p.read_bytes()
         assert data[:8] == PNG_MAGIC and len(data) > 1000
+
+
+# --------------------------------------------------------------------------- the release's VAEs
+
+
+def _reference_dir():
+    """The deep weight prior release's files: $TFBDL_REFERENCE_DIR, else ../shared/reference."""
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("TFBDL_REFERENCE_DIR") or Path(__file__).resolve().parents[2] / "shared" / "reference"
+    return Path(root) / "deep_weight_prior"
+
+
+def _release_file(name):
+    path = _reference_dir() / name
+    if not path.is_file():
+        pytest.skip(f"the deep weight prior release's {name} is not at {path}")
+    return path
+
+
+# A numpy oracle of the release's models/vae.py (PyTorch semantics, NCHW, float64), read straight
+# from the state dict: independent of the Keras model and of the weight conversion.
+
+def _np_conv2d(x, weight, bias, padding=0):
+    """nn.Conv2d (stride 1): cross-correlation; weight [out, in, kh, kw], x [n, in, h, w]."""
+    n, _, h, w = x.shape
+    _, _, kh, kw = weight.shape
+    x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    ho, wo = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
+    out = np.zeros((n, weight.shape[0], ho, wo))
+    for a in range(kh):
+        for b in range(kw):
+            out += np.einsum("nchw,oc->nohw", x[:, :, a:a + ho, b:b + wo], weight[:, :, a, b])
+    return out + bias[None, :, None, None]
+
+
+def _np_conv_transpose2d(x, weight, bias, stride=1, padding=0, output_padding=0):
+    """nn.ConvTranspose2d: each input pixel (i, j) adds x * weight[c, :, a, b] at
+    (i * stride + a - padding, j * stride + b - padding); weight [in, out, kh, kw]."""
+    n, _, h, w = x.shape
+    _, c_out, kh, kw = weight.shape
+    full_h, full_w = (h - 1) * stride + kh + output_padding, (w - 1) * stride + kw + output_padding
+    out = np.zeros((n, c_out, full_h, full_w))
+    for a in range(kh):
+        for b in range(kw):
+            contrib = np.einsum("nchw,co->nohw", x, weight[:, :, a, b])
+            out[:, :, a:a + (h - 1) * stride + 1:stride, b:b + (w - 1) * stride + 1:stride] += contrib
+    out = out[:, :, padding:full_h - padding, padding:full_w - padding]
+    return out + bias[None, :, None, None]
+
+
+def _np_elu(x):
+    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
+
+
+def _np_softplus(x):
+    """F.softplus (beta 1, threshold 20)."""
+    return np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20.0))))
+
+
+# (module, kind, padding) per layer of Encoder{7x7,5x5}.features / Decoder{7x7,5x5}.decoder, and
+# the state dict names of their heads, as in the release's models/vae.py.
+_ORACLE = {
+    7: {"enc": [(0, "c", 0), (2, "c", 0), (4, "c", 0)], "enc_var": "encoder.fc_var",
+        "dec": [(0, "t", 0), (2, "t", 0), (4, "t", 0)], "dec_mu": "decoder.fc_mu", "dec_var": "decoder.fc_var"},
+    5: {"enc": [(0, "c", 1), (2, "c", 1), (4, "c", 0), (6, "c", 0)], "enc_var": "encoder.fc_sigma",
+        "dec": [(0, "c", 0), (2, "t", 0), (4, "t", 0), (6, "c", 0)], "dec_mu": "decoder.fc_mu.0",
+        "dec_var": "decoder.fc_var.0"},
+}
+
+
+def _np_stack(sd, x, prefix, spec):
+    for idx, kind, padding in spec:
+        w, b = sd[f"{prefix}.{idx}.weight"].astype(np.float64), sd[f"{prefix}.{idx}.bias"].astype(np.float64)
+        x = _np_conv2d(x, w, b, padding) if kind == "c" else _np_conv_transpose2d(x, w, b, padding=padding)
+        x = _np_elu(x)
+    return x
+
+
+def _np_head(sd, x, name):
+    return _np_conv2d(x, sd[f"{name}.weight"].astype(np.float64), sd[f"{name}.bias"].astype(np.float64))
+
+
+def _np_release_encode(sd, k, w):
+    """Encoder{k}x{k}.forward: kernels [n, 1, k, k] -> (z_mu, z_var) [n, d, 1, 1]."""
+    h = _np_stack(sd, w, "encoder.features", _ORACLE[k]["enc"])
+    return _np_head(sd, h, "encoder.fc_mu"), _np_softplus(_np_head(sd, h, _ORACLE[k]["enc_var"]))
+
+
+def _np_release_decode(sd, k, z):
+    """Decoder{k}x{k}.forward (var 'train'): z [n, d, 1, 1] -> (mu, var) [n, 1, k, k]."""
+    h = _np_stack(sd, z, "decoder.decoder", _ORACLE[k]["dec"])
+    return _np_head(sd, h, _ORACLE[k]["dec_mu"]), _np_softplus(_np_head(sd, h, _ORACLE[k]["dec_var"]))
+
+
+def _np_normal_log_prob(x, mu, var):
+    return -0.5 * (x - mu) ** 2 / var - 0.5 * np.log(2 * np.pi * var)
+
+
+def test_oracle_transposed_conv_is_the_adjoint_of_the_conv():
+    """torch's ConvTranspose2d(weight) is the input-gradient of Conv2d(weight) (same weight
+    tensor, read [in_t, out_t] = [out_conv, in_conv]): <convT(x), y> = <x, conv(y)>."""
+    rng = np.random.default_rng(0)
+    for stride, padding in [(1, 0), (1, 1), (2, 1)]:
+        weight = rng.normal(size=(3, 4, 3, 3))
+        x = rng.normal(size=(2, 3, 4, 4))
+        out = _np_conv_transpose2d(x, weight, np.zeros(4), stride=stride, padding=padding)
+        y = rng.normal(size=out.shape)
+        # a strided conv is the stride-1 one subsampled
+        conv_y = _np_conv2d(y, weight, np.zeros(3), padding)[:, :, ::stride, ::stride][:, :, :4, :4]
+        assert conv_y.shape == x.shape
+        np.testing.assert_allclose(np.sum(out * y), np.sum(x * conv_y), rtol=1e-12)
+    # padding-0 stride-1 transposed conv grows 1 -> 3 and is the kernel times the pixel
+    x = np.array([[[[2.0]]]])
+    weight = rng.normal(size=(1, 1, 3, 3))
+    np.testing.assert_allclose(_np_conv_transpose2d(x, weight, np.zeros(1))[0, 0], 2.0 * weight[0, 0])
+
+
+@pytest.mark.parametrize("k,hidden,latent", [(7, 32, 2), (5, 64, 4)])
+def test_from_release_equals_the_release_networks(k, hidden, latent):
+    path = _release_file(f"vae{k}x{k}.npz")
+    bank = np.load(_release_file(f"conv{k}x{k}_test.npy"))
+    with np.load(path) as f:
+        sd = {name: f[name] for name in f.files}
+    vae = KernelVAE.from_release(path)
+    assert vae.get_config() == {"kernel_size": k, "hidden": hidden, "latent": latent}
+    assert vae.count_params() == sum(v.size for v in sd.values())
+
+    # decoder p(w | z) for seeded z ~ N(0, I), and z far out in the tails (|z| ~ 4 sigma, where
+    # the 5x5 decoder's outputs grow to |mu| ~ 20 and var ~ 1e3: float32 error relative to those)
+    z = np.random.default_rng(k).standard_normal((64, latent)).astype(np.float32)
+    for rows, scale, tol in [(slice(8, None), 1.0, 1e-5), (slice(None, 8), 4.0, 1e-4)]:
+        zs = (scale * z[rows]).astype(np.float32)
+        ref_mu, ref_var = _np_release_decode(sd, k, zs.astype(np.float64)[:, :, None, None])
+        mu, log_sigma = (t.numpy() for t in vae.decode(zs))
+        np.testing.assert_allclose(mu, ref_mu[:, 0], rtol=tol, atol=1e-5)
+        np.testing.assert_allclose(np.exp(2.0 * log_sigma), ref_var[:, 0], rtol=tol, atol=1e-7)
+        np.testing.assert_allclose(log_sigma, 0.5 * np.log(ref_var[:, 0]), rtol=0, atol=tol)
+
+    # encoder r(z | w) on the release's own test kernels
+    w = bank[np.random.default_rng(1).choice(len(bank), 128, replace=False)]
+    ref_z_mu, ref_z_var = _np_release_encode(sd, k, w.astype(np.float64))
+    z_mu, z_log_sigma = (t.numpy() for t in vae.encode(w[:, 0]))
+    np.testing.assert_allclose(z_mu, ref_z_mu[:, :, 0, 0], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(z_log_sigma, 0.5 * np.log(ref_z_var[:, :, 0, 0]), rtol=0, atol=1e-5)
+
+    # the per-kernel terms of the release's kl_dwp / train-vae loss at z = mu + sqrt(var) * eps
+    eps = np.random.default_rng(2).standard_normal((len(w), latent)).astype(np.float32)
+    z_s = ref_z_mu[:, :, 0, 0] + np.sqrt(ref_z_var[:, :, 0, 0]) * eps
+    w_mu, w_var = _np_release_decode(sd, k, z_s[:, :, None, None])
+    ref_ll = np.sum(_np_normal_log_prob(w.astype(np.float64), w_mu, w_var), axis=(1, 2, 3))
+    m, v = ref_z_mu[:, :, 0, 0], ref_z_var[:, :, 0, 0]
+    ref_kl = np.sum(0.5 * (v + m ** 2 - 1.0 - np.log(v)), axis=1)
+    log_lik, kl = (t.numpy() for t in vae.elbo_terms(w[:, 0], eps))
+    np.testing.assert_allclose(log_lik, ref_ll, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(kl, ref_kl, rtol=1e-5, atol=1e-5)
+
+
+def _write_npz(path, arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def test_from_release_rejects_other_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        KernelVAE.from_release(tmp_path / "absent.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not an archive at all")
+    with pytest.raises(DataFormatError, match="not a readable .npz"):
+        KernelVAE.from_release(tmp_path / "junk.npz")
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(DataFormatError, match="single array"):
+        KernelVAE.from_release(tmp_path / "one.npy")
+    np.savez(tmp_path / "objects.npz", a=np.array([{"x": 1}], dtype=object))
+    with pytest.raises(DataFormatError, match="cannot be read"):
+        KernelVAE.from_release(tmp_path / "objects.npz")
+    with pytest.raises(DataFormatError, match="not a state dict of the deep weight prior release"):
+        KernelVAE.from_release(_write_npz(tmp_path / "other.npz", {"w": np.zeros(3)}))
+
+    # a 7x7 state dict at small sizes, then broken in one place at a time
+    good = {
+        "encoder.features.0.weight": np.zeros((4, 1, 3, 3)), "encoder.features.0.bias": np.zeros(4),
+        "encoder.features.2.weight": np.zeros((8, 4, 3, 3)), "encoder.features.2.bias": np.zeros(8),
+        "encoder.features.4.weight": np.zeros((8, 8, 3, 3)), "encoder.features.4.bias": np.zeros(8),
+        "encoder.fc_mu.weight": np.zeros((2, 8, 1, 1)), "encoder.fc_mu.bias": np.zeros(2),
+        "encoder.fc_var.weight": np.zeros((2, 8, 1, 1)), "encoder.fc_var.bias": np.zeros(2),
+        "decoder.decoder.0.weight": np.zeros((2, 8, 3, 3)), "decoder.decoder.0.bias": np.zeros(8),
+        "decoder.decoder.2.weight": np.zeros((8, 8, 3, 3)), "decoder.decoder.2.bias": np.zeros(8),
+        "decoder.decoder.4.weight": np.zeros((8, 4, 3, 3)), "decoder.decoder.4.bias": np.zeros(4),
+        "decoder.fc_mu.weight": np.zeros((1, 4, 1, 1)), "decoder.fc_mu.bias": np.zeros(1),
+        "decoder.fc_var.weight": np.zeros((1, 4, 1, 1)), "decoder.fc_var.bias": np.zeros(1),
+    }
+    vae = KernelVAE.from_release(_write_npz(tmp_path / "good.npz", good))
+    assert vae.get_config() == {"kernel_size": 7, "hidden": 4, "latent": 2}
+    missing = {key: v for key, v in good.items() if key != "decoder.fc_var.bias"}
+    with pytest.raises(DataFormatError, match=r"closest is the 7x7 one, missing \['decoder.fc_var.bias'\]"):
+        KernelVAE.from_release(_write_npz(tmp_path / "missing.npz", missing))
+    with pytest.raises(DataFormatError, match=r"unexpected \['extra'\]"):
+        KernelVAE.from_release(_write_npz(tmp_path / "extra.npz", {**good, "extra": np.zeros(1)}))
+    # a ConvTranspose2d weight given in the Conv2d layout [out, in, kh, kw]
+    swapped = {**good, "decoder.decoder.4.weight": np.zeros((4, 8, 3, 3))}
+    expected = r"decoder.decoder.4.weight should be a float array of shape \(8, 4, 3, 3\)"
+    with pytest.raises(DataFormatError, match=expected):
+        KernelVAE.from_release(_write_npz(tmp_path / "swapped.npz", swapped))
+    with pytest.raises(DataFormatError, match="should be a float array"):
+        KernelVAE.from_release(_write_npz(tmp_path / "ints.npz", {**good, "encoder.fc_mu.bias": np.zeros(2, int)}))
+    with pytest.raises(DataFormatError, match="encoder.features.0.weight should be a Conv2d weight"):
+        KernelVAE.from_release(_write_npz(tmp_path / "flat.npz", {**good, "encoder.features.0.weight": np.zeros(36)}))
+    with pytest.raises(DataFormatError, match="NaN or inf"):
+        KernelVAE.from_release(_write_npz(tmp_path / "nan.npz", {**good, "decoder.fc_mu.bias": np.full(1, np.nan)}))

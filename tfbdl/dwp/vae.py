@@ -28,6 +28,11 @@ Other sizes raise InvalidOptionError. Weights start as PyTorch's defaults
 channels as torch does). Slices enter as ``[n, k, k]`` (rows = kernel height, see
 :func:`tfbdl.dwp.kernel_bank.kernel_slices`); the models see them as NHWC ``[n, k, k, 1]``.
 
+The release's trained 7x7 and 5x5 VAEs (its ``vae_params.torch`` state dicts saved as ``.npz``)
+load with :meth:`KernelVAE.from_release`; the architectures above are the release's, so only the
+weight layouts change (PyTorch NCHW ``[out, in, kh, kw]`` / transposed ``[in, out, kh, kw]`` to
+Keras NHWC).
+
 Training (:func:`train_kernel_vae`; reference ``data/fconv/vae{7x7,5x5}/params.yaml``): Adam
 (lr 1e-3, torch's eps 1e-8), batch 128, 300 epochs, the learning rate decayed linearly to zero.
 The reference sets ``lr * (1 - e / E)`` for epochs ``e = 1..E``, so its last epoch runs at
@@ -44,6 +49,7 @@ import numbers
 import os
 import pathlib
 import sys
+import zipfile
 
 import keras
 import numpy as np
@@ -178,6 +184,71 @@ def _decoder(k: int, hidden: int, latent: int, seeds: SeedStream) -> keras.Model
     mu = keras.layers.Reshape((k, k), name="dec_mu")(_conv(x, 1, 1, "valid", seeds, "dec_mu_head"))
     var = keras.layers.Reshape((k, k), name="dec_var_logit")(_conv(x, 1, 1, "valid", seeds, "dec_var_head"))
     return keras.Model(inputs, [mu, var], name="decoder")
+
+
+# --------------------------------------------------------------------------- the release's weights
+
+# State dict names of the release's Encoder/Decoder{7x7,5x5} (``models/vae.py``) -> our layers.
+# nn.Conv2d weights are [out, in, kh, kw], nn.ConvTranspose2d weights [in, out, kh, kw]; both go
+# to Keras's [kh, kw, in, out] / Conv2DTranspose [kh, kw, out, in] by ``transpose(2, 3, 1, 0)``.
+# The release's transposed convolutions all have padding 0 and stride 1: Keras's "valid".
+_RELEASE_LAYERS = {
+    7: [("encoder.features.0", "enc_conv1"), ("encoder.features.2", "enc_conv2"),
+        ("encoder.features.4", "enc_conv3"), ("encoder.fc_mu", "enc_mu_head"),
+        ("encoder.fc_var", "enc_var_head"),
+        ("decoder.decoder.0", "dec_conv1"), ("decoder.decoder.2", "dec_conv2"),
+        ("decoder.decoder.4", "dec_conv3"), ("decoder.fc_mu", "dec_mu_head"),
+        ("decoder.fc_var", "dec_var_head")],
+    5: [("encoder.features.0", "enc_conv1"), ("encoder.features.2", "enc_conv2"),
+        ("encoder.features.4", "enc_conv3"), ("encoder.features.6", "enc_conv4"),
+        ("encoder.fc_mu", "enc_mu_head"), ("encoder.fc_sigma", "enc_var_head"),
+        ("decoder.decoder.0", "dec_conv1"), ("decoder.decoder.2", "dec_conv2"),
+        ("decoder.decoder.4", "dec_conv3"), ("decoder.decoder.6", "dec_conv4"),
+        ("decoder.fc_mu.0", "dec_mu_head"), ("decoder.fc_var.0", "dec_var_head")],
+}
+
+
+def _release_keys(k: int) -> set:
+    return {f"{prefix}.{part}" for prefix, _ in _RELEASE_LAYERS[k] for part in ("weight", "bias")}
+
+
+def _read_release_arrays(path: pathlib.Path) -> dict:
+    """The arrays of an ``.npz`` state dict (DataFormatError if it is not a readable npz of arrays)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist (expected the release's vae7x7.npz or vae5x5.npz)")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataFormatError(f"{path} is not a readable .npz archive of arrays ({e})") from e
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise DataFormatError(f"{path} holds a single array, not an .npz archive of a VAE state dict")
+    try:
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataFormatError(f"{path}: an array in the archive cannot be read ({e})") from e
+
+
+def _release_layout(arrays: dict, path: pathlib.Path) -> tuple[int, int, int]:
+    """``(kernel_size, hidden, latent)`` of a release state dict, or DataFormatError."""
+    keys = set(arrays)
+    matches = [k for k in _RELEASE_LAYERS if _release_keys(k) == keys]
+    if not matches:
+        k = max(_RELEASE_LAYERS, key=lambda c: len(_release_keys(c) & keys))
+        missing, extra = sorted(_release_keys(k) - keys), sorted(keys - _release_keys(k))
+        raise DataFormatError(
+            f"{path} is not a state dict of the deep weight prior release's 7x7 or 5x5 kernel VAE; "
+            f"closest is the {k}x{k} one, missing {missing[:6]}{' ...' if len(missing) > 6 else ''}, "
+            f"unexpected {extra[:6]}{' ...' if len(extra) > 6 else ''}"
+        )
+    k = matches[0]
+    dims = []
+    for key in ("encoder.features.0.weight", "encoder.fc_mu.weight"):
+        shape = arrays[key].shape
+        if len(shape) != 4 or shape[0] < 1:
+            raise DataFormatError(f"{path}: {key} should be a Conv2d weight [out, in, kh, kw], got shape {shape}")
+        dims.append(int(shape[0]))
+    return k, dims[0], dims[1]
 
 
 # --------------------------------------------------------------------------- the model
@@ -356,6 +427,42 @@ class KernelVAE(keras.Model):
                 got = None if value is None else value.shape
                 raise DataFormatError(f"{path}: weight {i} ({v.path}) should be {tuple(v.shape)}, got {got}")
             v.assign(value.astype(np.float32))
+        return vae
+
+    @classmethod
+    def from_release(cls, path: str | os.PathLike, *, seed: int | None = None) -> "KernelVAE":
+        """The deep weight prior release's trained 7x7 or 5x5 kernel VAE from its ``.npz`` state dict.
+
+        ``path``: ``vae7x7.npz`` or ``vae5x5.npz``, the release's ``vae_params.torch`` saved as
+        numpy arrays under the PyTorch names (``encoder.features.0.weight``, ...). The kernel size,
+        ``hidden`` and ``latent`` are read from the arrays; the weights are transposed to Keras's
+        layouts, so ``encode``/``decode`` compute the release's ``Encoder*``/``Decoder*`` (ELU,
+        variances ``softplus`` of the heads, as trained with ``var: train``). ``seed`` only seeds
+        the training-noise generator. DataFormatError if the file is not such a state dict.
+        """
+        path = pathlib.Path(path)
+        arrays = _read_release_arrays(path)
+        k, hidden, latent = _release_layout(arrays, path)
+        vae = cls(k, hidden, latent, seed=seed)
+        layers = {layer.name: layer for model in (vae.encoder, vae.decoder) for layer in model.layers}
+        for prefix, name in _RELEASE_LAYERS[k]:
+            layer = layers[name]
+            for part, var in (("weight", layer.kernel), ("bias", layer.bias)):
+                key = f"{prefix}.{part}"
+                value = arrays[key]
+                want = tuple(var.shape)
+                if part == "weight":
+                    want = (want[3], want[2], want[0], want[1])  # Keras -> PyTorch layout
+                if value.dtype.kind != "f" or tuple(value.shape) != want:
+                    raise DataFormatError(
+                        f"{path}: {key} should be a float array of shape {want} for a {k}x{k} VAE with "
+                        f"hidden {hidden}, latent {latent}; got {value.dtype} {tuple(value.shape)}"
+                    )
+                if not np.all(np.isfinite(value)):
+                    raise DataFormatError(f"{path}: {key} holds NaN or inf values")
+                if part == "weight":
+                    value = np.transpose(value, (2, 3, 1, 0))
+                var.assign(np.ascontiguousarray(value, dtype=np.float32))
         return vae
 
 
