@@ -8,13 +8,13 @@ average over samples) on the test set.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import click
 import numpy as np
 
-from experiments.common import open_run, record_run, seeded_subset
+from experiments.common import open_run, record_run, run_data_line
 from experiments.options import common_run_options
+from tfbdl.data.subsets import seeded_subset
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "bdl-swag"
@@ -55,7 +55,8 @@ _LENET = {
     "tiny": SwagPreset("lenet5", "mnist", 1000, 4, 3, 0.05, 0.01, 5e-4, 64, 5, 5, n_val=200),
     # A constant collection rate high enough for the snapshots to explore the basin (at 0.01
     # SWAG and SGD were indistinguishable on this data: NLL 0.0568 vs 0.0569).
-    "smoke": SwagPreset("lenet5", "mnist", None, 30, 16, 0.1, 0.05, 5e-4, 128, 20, 30, n_val=1000),
+    # 10,000 training images: the full MNIST would take 30 x 60,000 steps of a 2-core CPU.
+    "smoke": SwagPreset("lenet5", "mnist", 10000, 30, 16, 0.1, 0.05, 5e-4, 128, 20, 30, n_val=1000),
     # The reference trains LeNet5 on MNIST only for its prior studies; these follow its CIFAR
     # recipe (SWAG over the second half at a constant rate), shortened to MNIST's pace.
     "paper": SwagPreset("lenet5", "mnist", None, 50, 26, 0.05, 0.01, 2.5e-4, 128, 20, 30),
@@ -96,12 +97,13 @@ def prepare_images(images: np.ndarray, model: str) -> np.ndarray:
 
 def load_training_data(preset: SwagPreset, scale: str, data_dir, seed: int, label_file=None):
     """(x_train, y_train, x_test, y_test, num_classes, provenance) for a run, images in [0, 1]
-    (padded to the model's input size), subsampled to the preset's n_train / n_test."""
+    (padded to the model's input size), subsampled to the preset's n_train / n_test (fewer, with
+    a note in the provenance, where the data hold fewer)."""
     from tfbdl.data import load_for_run
     from tfbdl.data.labels import corrupt_labels, load_labels
 
     train, test = (load_for_run(preset.dataset, split, scale, data_dir) for split in ("train", "test"))
-    keep = seeded_subset(train.labels.size, preset.n_train, seed)
+    keep = train.subset(preset.n_train, seed)
     x_train, y_train = prepare_images(train.images[keep], preset.model), train.labels[keep]
     if label_file is not None:
         y_train, _, _ = load_labels(label_file)
@@ -110,15 +112,44 @@ def load_training_data(preset: SwagPreset, scale: str, data_dir, seed: int, labe
                                      f"{x_train.shape[0]} images")
     if preset.label_corruption:
         y_train, _ = corrupt_labels(y_train, preset.label_corruption, train.num_classes, seed)
-    test_keep = seeded_subset(test.labels.size, preset.n_test, seed + 1)
+    test_keep = test.subset(preset.n_test, seed + 1)
     x_test, y_test = prepare_images(test.images[test_keep], preset.model), test.labels[test_keep]
     return x_train, y_train, x_test, y_test, train.num_classes, [train.provenance, test.provenance]
 
 
-def split_validation(x, y, n_val: int, seed: int):
-    """(x_fit, y_fit, x_val, y_val): ``n_val`` seeded random training images held out."""
-    if n_val >= y.size:
-        raise InvalidOptionError(f"the validation split ({n_val}) must be smaller than the training set ({y.size})")
+def resolve_data(scale: str, data_dir=None, seed: int = 0, model: str = "lenet5") -> list[dict]:
+    """What ``bdl swag --model MODEL`` at ``scale`` reads, sizes fitted to the data here (no training)."""
+    preset = PRESETS[model][scale]
+    x_train, y_train, _, _, _, provenance = load_training_data(preset, scale, data_dir, seed)
+    if preset.n_val:
+        split_validation(x_train, y_train, preset.n_val, seed, provenance[0])
+    return provenance
+
+
+def resolve_multiswag_data(scale: str, data_dir=None, seed: int = 0, model: str = "lenet5") -> list[dict]:
+    """What ``bdl multiswag --model MODEL`` at ``scale`` reads (no training, no corruption)."""
+    preset = MULTI_PRESETS[model][scale]
+    provenance = load_training_data(preset.member, scale, data_dir, seed)[-1]
+    test, _ = corruption_inputs(preset, scale, data_dir, seed)
+    return provenance + [test.provenance]
+
+
+def resolve_cifar_c_data(scale: str, data_dir=None, seed: int = 0) -> list[dict]:
+    """What ``bdl make-cifar-c`` at ``scale`` reads (nothing corrupted)."""
+    from tfbdl.data import load_for_run
+
+    test = load_for_run("cifar10", "test", scale, data_dir)
+    if CORRUPT_SIZES[scale] is not None:
+        test.fit_count(CORRUPT_SIZES[scale])
+    return [test.provenance]
+
+
+def split_validation(x, y, n_val: int, seed: int, provenance: dict | None = None, option: str | None = None):
+    """(x_fit, y_fit, x_val, y_val): ``n_val`` seeded random training images held out (at most
+    half; see :func:`tfbdl.data.sources.fit_holdout` for what a larger one becomes)."""
+    from tfbdl.data.sources import fit_holdout
+
+    n_val = fit_holdout(provenance or {"scale": "paper"}, n_val, y.size, option=option)
     held = np.zeros(y.size, bool)
     held[seeded_subset(y.size, n_val, seed + 2)] = True
     return x[~held], y[~held], x[held], y[held]
@@ -202,7 +233,7 @@ def temperature_scaled(val_probs: dict, y_val, test_probs: dict) -> tuple[dict, 
 
 
 def run_swag(*, preset: SwagPreset, scale: str, out: str, data_dir, seed: int, resume: bool, strategy: str,
-             label_file=None):
+             label_file=None, val_typed: bool = False):
     from tfbdl.metrics import classification_metrics
 
     config = {"experiment": EXPERIMENT, "scale": scale, "seed": seed, "data_dir": data_dir, "strategy": strategy,
@@ -213,15 +244,16 @@ def run_swag(*, preset: SwagPreset, scale: str, out: str, data_dir, seed: int, r
         return run
     x_train, y_train, x_test, y_test, num_classes, provenance = load_training_data(preset, scale, data_dir, seed,
                                                                                    label_file)
-    run.record_data(provenance)
     eval_sets = {"test": x_test}
     if preset.n_val:
-        x_train, y_train, eval_sets["val"], y_val = split_validation(x_train, y_train, preset.n_val, seed)
+        x_train, y_train, eval_sets["val"], y_val = split_validation(
+            x_train, y_train, preset.n_val, seed, provenance[0], "--val-size" if val_typed else None)
+    run.record_data(provenance)
     probs = train_member(run, preset, (x_train, y_train), num_classes=num_classes, seed=seed, strategy=strategy,
                          eval_sets=eval_sets)
     results = {name: classification_metrics(p, y_test) for name, p in probs["test"].items()}
     metrics = {"test": results, "snapshots": preset.epochs - preset.swa_start + 1, "n_train": int(y_train.size),
-               "n_val": int(preset.n_val), "n_test": int(y_test.size)}
+               "n_val": int(y_val.size) if preset.n_val else 0, "n_test": int(y_test.size)}
     if preset.n_val:
         scaled, temperatures = temperature_scaled(probs["val"], y_val, probs["test"])
         metrics["temperature"] = temperatures
@@ -263,12 +295,6 @@ def _figure(run, metrics: dict) -> None:
     save_figure(fig, run.file("swag_comparison.png"))
 
 
-def _data_line(run) -> str:
-    config = json.loads(run.file("config.json").read_text())
-    return "; ".join(f"{p['requested']}/{p['requested_split']} → {p['dataset']}/{p['split']} ({p['source']})"
-                     for p in config["data"])
-
-
 def _metric_row(label: str, row: dict) -> str:
     return (f"| {label} | {100 * row['accuracy']:.2f}% | {row['nll']:.4f} | {row['ece']:.4f} | "
             f"{row['brier']:.4f} |")
@@ -295,7 +321,7 @@ def _summary(run, preset: SwagPreset, metrics: dict) -> str:
         lines += [_metric_row(f"{name.upper()} + temperature {metrics['temperature'][name]:.2f}", row)
                   for name, row in metrics["test_temperature_scaled"].items()]
         lines += ["", f"Temperatures fitted on {metrics['n_val']} training images held out from training."]
-    lines += ["", f"Data: {_data_line(run)}."]
+    lines += ["", f"Data: {run_data_line(run)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -354,7 +380,7 @@ def swag_command(model, epochs, swa_start, lr_init, swa_lr, wd, prior_var, max_r
     if label_file and preset.label_corruption:
         raise InvalidOptionError("give either --label-arr or --label-corruption, not both")
     run = run_swag(preset=preset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
-                   strategy=strategy, label_file=label_file)
+                   strategy=strategy, label_file=label_file, val_typed=n_val is not None)
     click.echo(f"bdl swag run written to {run.path}")
 
 
@@ -389,18 +415,24 @@ MULTI_PRESETS: dict[str, dict[str, MultiPreset]] = {
 METHODS = {"sgd": "Deep ensembles", "swa": "MultiSWA", "swag": "MultiSWAG"}
 
 
+def corruption_inputs(preset: MultiPreset, scale: str, data_dir, seed: int):
+    """``(test data, indices)``: the ``n_corrupt`` seeded test images that get corrupted."""
+    from tfbdl.data import load_for_run
+
+    test = load_for_run(preset.member.dataset, "test", scale, data_dir)
+    return test, test.subset(preset.n_corrupt, seed + 3)
+
+
 def corrupted_sets(run, preset: MultiPreset, scale: str, data_dir, seed: int, texture_dir=None):
     """``({"<corruption>/<severity>": images}, labels, corruption names)``: the CIFAR-10-C
     corruptions of ``n_corrupt`` seeded test images, written (resumably) under ``corrupted/``."""
     import os
 
-    from tfbdl.data import load_for_run
     from tfbdl.data.corruptions import FROST_DIR_ENV, SEVERITIES, informative_corruptions, make_corrupted_set
 
     texture_dir = texture_dir or os.environ.get(FROST_DIR_ENV)
-    test = load_for_run(preset.member.dataset, "test", scale, data_dir)
+    test, keep = corruption_inputs(preset, scale, data_dir, seed)
     names, _ = informative_corruptions(test.images.shape[-1], texture_dir)
-    keep = seeded_subset(test.labels.size, preset.n_corrupt, seed + 3)
     paths = make_corrupted_set(test.images[keep], test.labels[keep], run.file("corrupted"), names=names, seed=seed,
                                texture_dir=texture_dir)
     sets = {}
@@ -566,7 +598,7 @@ def _multiswag_summary(run, preset: SwagPreset, models: int, curves: dict, names
     if skipped:
         lines += ["", f"Skipped: {', '.join(skipped)} (frost needs the reference's texture images in "
                       "$TFBDL_FROST_DIR; saturate does not change grey images)."]
-    lines += ["", f"Data: {_data_line(run)}."]
+    lines += ["", f"Data: {run_data_line(run)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -605,7 +637,7 @@ CORRUPT_SIZES = {"tiny": 200, "smoke": 2000, "paper": None}
 
 
 def run_make_cifar_c(*, dataset: str, scale: str, out: str, data_dir, seed: int, resume: bool, n_images,
-                     texture_dir=None):
+                     texture_dir=None, typed: bool = False):
     """Write every corruption at severities 1-5 of the test images as .npz files in the run."""
     from tfbdl.data import load_for_run
     from tfbdl.data.corruptions import CORRUPTIONS, FROST_DIR_ENV, make_corrupted_set
@@ -621,10 +653,8 @@ def run_make_cifar_c(*, dataset: str, scale: str, out: str, data_dir, seed: int,
         record_run(run)
         return run
     test = load_for_run(dataset, "test", scale, data_dir)
+    n_images = test.fit_count(n_images, option="--n-images" if typed else None) if n_images is not None else None
     run.record_data([test.provenance])
-    if n_images is not None and n_images > test.labels.size:
-        raise InvalidOptionError(f"--n-images {n_images} is more than the {test.labels.size} test images of "
-                                 f"{test.describe()}")
     keep = np.arange(test.labels.size) if n_images is None else \
         np.sort(np.random.default_rng(seed).permutation(test.labels.size)[:n_images])
     images, labels = test.images[keep], test.labels[keep]
@@ -667,5 +697,6 @@ def _corruption_grid(run, clean: np.ndarray, paths: dict) -> None:
 def make_cifar_c_command(dataset, n_images, texture_dir, scale, out, data_dir, seed, resume):
     """The CIFAR-10-C corruptions (Hendrycks & Dietterich) of the test set, 5 severities each."""
     run = run_make_cifar_c(dataset=dataset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
-                           n_images=n_images or CORRUPT_SIZES[scale], texture_dir=texture_dir)
+                           n_images=n_images or CORRUPT_SIZES[scale], texture_dir=texture_dir,
+                           typed=n_images is not None)
     click.echo(f"corrupted sets written to {run.path / 'corrupted'}")

@@ -96,6 +96,16 @@ def per_level_outputs(outputs: np.ndarray, n_images: int, n_perturbations: int) 
 
 # --------------------------------------------------------------------------- the run
 
+def resolve_data(scale: str, data_dir=None, seed: int = 0) -> list[dict]:
+    """What ``bdl prior-correlations`` at ``scale`` reads: the test images, ``per_class`` of each class."""
+    from tfbdl.data import load_for_run
+    from tfbdl.data.subsets import stratified_indices
+
+    test = load_for_run("mnist", "test", scale, data_dir)
+    stratified_indices(test.labels, PRIOR_PRESETS[scale].per_class, seed=seed)
+    return [test.provenance]
+
+
 def run_prior_correlations(*, dataset: str, scale: str, out: str, data_dir, seed: int, resume: bool,
                            preset: PriorPreset, texture_dir=None):
     """Class-pair and perturbation correlations of LeNet5 outputs under N(0, alpha^2 I) weights,

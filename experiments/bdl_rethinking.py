@@ -45,7 +45,7 @@ import click
 import numpy as np
 
 from experiments.bdl_generalization import bdl
-from experiments.common import open_run, record_run, seeded_subset
+from experiments.common import open_run, record_run, run_data_line
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -185,15 +185,20 @@ class RethinkingData:
     binary_y: np.ndarray  # their true binary labels (1 for classes[1])
 
 
+def resolve_data(scale: str, data_dir=None, seed: int = 0) -> list[dict]:
+    """What ``bdl rethinking-generalization`` at ``scale`` reads, sizes fitted to the data here."""
+    return load_data(PRESETS[scale], scale, data_dir, seed).provenance
+
+
 def load_data(preset: RethinkingPreset, scale: str, data_dir, seed: int) -> RethinkingData:
     """The run's training subset, test subset, GP subset and binary-pair indices (images float32
     in [0, 1]; subsets drawn as in ``bdl swag``: seeded random, kept in dataset order)."""
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(preset.dataset, split, scale, data_dir) for split in ("train", "test"))
-    keep = seeded_subset(train.labels.size, preset.n_train, seed)
+    keep = train.subset(preset.n_train, seed)
     x_train, y_train = train.images[keep].astype(np.float32) / 255.0, train.labels[keep]
-    keep = seeded_subset(test.labels.size, preset.n_test, seed + 1)
+    keep = test.subset(preset.n_test, seed + 1)
     x_test, y_test = test.images[keep].astype(np.float32) / 255.0, test.labels[keep]
     num_classes, provenance = train.num_classes, [train.provenance, test.provenance]
     n_gp = y_train.size if preset.n_gp is None else preset.n_gp
@@ -478,9 +483,7 @@ def _convergence(rows: list) -> str:
 
 
 def _summary(run, preset: RethinkingPreset, metrics: dict) -> str:
-    config = json.loads(run.file("config.json").read_text())
-    used = "; ".join(f"{p['requested']}/{p['requested_split']} → {p['dataset']}/{p['split']} ({p['source']})"
-                     for p in config.get("data", []))
+    used = run_data_line(run)
     rows = metrics["rows"]
     optimiser = "natural-gradient + Adam" if preset.svgp_natgrad else "Adam"
     laplace = {"last_layer": "last-layer Laplace (full curvature of the final Dense layer, the layers below "

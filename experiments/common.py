@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 
 RUN_RECORD_ENV = "TFBDL_RUN_RECORD"
 
@@ -27,13 +26,6 @@ def record_run(run) -> None:
             handle.write(f"{Path(run.path).resolve()}\n")
 
 
-def seeded_subset(n_total: int, n_keep: int | None, seed: int) -> np.ndarray:
-    """Sorted seeded random indices of ``n_keep`` of ``n_total`` items (all of them when None or larger)."""
-    if n_keep is None or n_keep >= n_total:
-        return np.arange(n_total)
-    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n_keep])
-
-
 def data_line(provenance: list[dict]) -> str:
     """``requested/split → used/split (source)`` for each data set read, and why any was replaced."""
     seen, parts = set(), []
@@ -43,4 +35,19 @@ def data_line(provenance: list[dict]) -> str:
             seen.add(text)
             parts.append(text)
     reasons = sorted({p["reason"] for p in provenance if p["dataset"] != p["requested"] and p["reason"]})
-    return "; ".join(parts) + (f" — {'; '.join(reasons)}" if reasons else "")
+    notes = list(dict.fromkeys(note for p in provenance for note in p.get("notes", ())))
+    return ("; ".join(parts) + (f" — {'; '.join(reasons)}" if reasons else "")
+            + (f". {'; '.join(notes)}" if notes else ""))
+
+
+def run_data_line(run) -> str:
+    """:func:`data_line` of the data records in a run's ``config.json``."""
+    import json
+
+    return data_line(json.loads(run.file("config.json").read_text(encoding="utf-8")).get("data") or [])
+
+
+def typed_sizes(**options) -> dict[str, str]:
+    """The size options the user typed (not None), as field -> option, e.g. ``{'n_train': '--n-train'}``:
+    those are never reduced to fit the data."""
+    return {name: "--" + name.replace("_", "-") for name, value in options.items() if value is not None}

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from experiments.common import open_run, record_run
+from experiments.common import data_line, open_run, record_run, typed_sizes
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError, TfbdlError
 
@@ -54,26 +54,42 @@ def resolve(scale: str, n_train, n_test, block) -> Preset:
     return preset
 
 
-def load_inputs(dataset: str, scale: str, data_dir, preset: Preset, seed: int):
-    """Training and test images as float [N, H*W*C] in [0, 1], labels, and provenance records."""
+def load_inputs(dataset: str, scale: str, data_dir, preset: Preset, seed: int, typed=None):
+    """Training and test images as float [N, H*W*C] in [0, 1], labels, and provenance records.
+
+    A preset size larger than the data is reduced to what exists (noted in the provenance);
+    one in ``typed`` (see :func:`typed_sizes`) that cannot be met is an InvalidOptionError.
+    """
     from tfbdl.data import load_for_run
 
+    typed = typed or {}
     train = load_for_run(dataset, "train", scale, data_dir)
     test = load_for_run(dataset, "test", scale, data_dir)
     rng = np.random.default_rng(seed)
 
-    def take(loaded, n):
-        if n is not None and n > loaded.labels.size:
-            raise InvalidOptionError(f"asked for {n} examples but {loaded.describe()} has {loaded.labels.size}")
+    def take(loaded, n, field):
+        n = None if n is None else loaded.fit_count(n, option=typed.get(field))
         keep = np.sort(rng.permutation(loaded.labels.size)[:n]) if n is not None else np.arange(loaded.labels.size)
         images = loaded.images[keep].astype(np.float64) / 255.0  # scaled in float64, cast later
         return images.reshape(len(keep), -1), loaded.labels[keep], keep
 
-    x_train, y_train, train_idx = take(train, preset.n_train)
-    x_test, y_test, test_idx = take(test, preset.n_test)
+    x_train, y_train, train_idx = take(train, preset.n_train, "n_train")
+    x_test, y_test, test_idx = take(test, preset.n_test, "n_test")
     image_shape = train.images.shape[1:]
     return (x_train, y_train, train_idx, x_test, y_test, test_idx, image_shape,
             [train.provenance, test.provenance], [train.describe(), test.describe()])
+
+
+def resolve_data(scale: str, data_dir=None, seed: int = 0) -> list[dict]:
+    """What ``convnet-gp run`` at ``scale`` reads, sizes fitted to the data here (nothing computed)."""
+    return load_inputs("mnist", scale, data_dir, resolve(scale, None, None, None), seed)[7]
+
+
+def resolve_search_data(scale: str, data_dir=None, seed: int = 0) -> list[dict]:
+    """What ``convnet-gp search`` at ``scale`` reads (nothing computed)."""
+    preset = SEARCH_PRESETS[scale]
+    sizes = Preset(n_train=preset.n_train + preset.n_val, n_test=1, block=1)
+    return load_inputs("mnist", scale, data_dir, sizes, seed)[7][:1]
 
 
 def kernel_config(kernel: str, kind: str, dtype: str, dataset: str, scale: str, seed: int,
@@ -83,7 +99,7 @@ def kernel_config(kernel: str, kind: str, dtype: str, dataset: str, scale: str, 
 
 
 def save_kernels(*, kernel: str, kind: str, dtype: str, dataset: str, scale: str, out: str, data_dir, seed: int,
-                 resume: bool, preset: Preset, shard=(0, 1), progress: bool = True):
+                 resume: bool, preset: Preset, shard=(0, 1), progress: bool = True, typed=None):
     """Compute (or resume) this shard's kernel blocks; returns (run, kernel file path, seconds)."""
     import tensorflow as tf
 
@@ -94,7 +110,7 @@ def save_kernels(*, kernel: str, kind: str, dtype: str, dataset: str, scale: str
     config = kernel_config(kernel, kind, dtype, dataset, scale, seed, preset, data_dir)
     run = open_run(EXPERIMENT, config, out=out, scale=scale, resume=resume)
     (x_train, y_train, train_idx, x_test, y_test, test_idx, image_shape,
-     provenance, described) = load_inputs(dataset, scale, data_dir, preset, seed)
+     provenance, described) = load_inputs(dataset, scale, data_dir, preset, seed, typed)
     run.record_data(provenance)
     if not run.file(DATA_FILE).exists():
         with atomic_path(run.file(DATA_FILE)) as temp:
@@ -177,7 +193,8 @@ def save_kernels_command(kernel, kind, dataset, n_train, n_test, block, dtype, s
     shard_pair = parse_shard(shard)
     preset = resolve(scale, n_train, n_test, block)
     run, path, seconds = save_kernels(kernel=kernel, kind=kind, dtype=dtype, dataset=dataset, scale=scale, out=out,
-                                      data_dir=data_dir, seed=seed, resume=resume, preset=preset, shard=shard_pair)
+                                      data_dir=data_dir, seed=seed, resume=resume, preset=preset, shard=shard_pair,
+                                      typed=typed_sizes(n_train=n_train, n_test=n_test))
     status = kernel_file_status(path)
     click.echo(f"{path}: {status['done']}/{status['total']} tasks done ({seconds:.1f} s this run)")
 
@@ -217,13 +234,14 @@ def classify_command(kernel_file, val_fraction, seed):
 def run_command(kernel, kind, dataset, n_train, n_test, block, dtype, scale, out, data_dir, seed, resume):
     """The registered experiment: kernel matrices, exact GP classification, summary and figures."""
     run = run_experiment(kernel=kernel, kind=kind, dataset=dataset, preset=resolve(scale, n_train, n_test, block),
-                         dtype=dtype, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume)
+                         dtype=dtype, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
+                         typed=typed_sizes(n_train=n_train, n_test=n_test))
     click.echo(f"convnet-gp run written to {run.path}")
 
 
-def run_experiment(*, kernel, kind, dataset, preset, dtype, scale, out, data_dir, seed, resume):
+def run_experiment(*, kernel, kind, dataset, preset, dtype, scale, out, data_dir, seed, resume, typed=None):
     run, path, seconds = save_kernels(kernel=kernel, kind=kind, dtype=dtype, dataset=dataset, scale=scale, out=out,
-                                      data_dir=data_dir, seed=seed, resume=resume, preset=preset)
+                                      data_dir=data_dir, seed=seed, resume=resume, preset=preset, typed=typed)
     if run.is_complete:
         record_run(run)
         return run
@@ -267,8 +285,10 @@ def _figures(run, kernel_file: Path, result: dict) -> None:
 
 def _summary(run, kernel: str, kind: str, result: dict) -> str:
     config = json.loads(run.file("config.json").read_text())
-    used = "; ".join(
-        f"{p['requested']}/{p['requested_split']} → {p['dataset']}/{p['split']} ({p['source']})" for p in config["data"])
+    used = data_line(config["data"])
+    full = config["data"][0]["source"].startswith("full") and config["data"][0]["dataset"] == "mnist"
+    size_note = (f"this run fits {result['n_train']:,} training images, so its error is higher"
+                 if not (full and result["n_train"] >= 60000) else "this run uses all of them")
     return (
         f"{kernel} ({kind}) kernel, exact GP classification on {result['n_train']} training and "
         f"{result['n_test']} test images.\n\n"
@@ -277,7 +297,7 @@ def _summary(run, kernel: str, kind: str, result: dict) -> str:
         f"| {100 * result['test_error']:.2f}% | {100 * result['test_accuracy']:.2f}% | {result['noise']:.3g} "
         f"({result['relative_noise']:.2g} x mean diag Kxx) | "
         f"{result['jitter_used']:.3g} | {result['seconds']:.1f} s |\n\n"
-        f"Data: {used}. For reference, {PAPER_ERROR_NOTE}; this run uses a subset, so its error is higher.\n"
+        f"Data: {used}. For reference, {PAPER_ERROR_NOTE}; {size_note}.\n"
     )
 
 
@@ -306,7 +326,7 @@ SEARCH_PRESETS = {
 }
 
 
-def run_search(*, dataset, scale, out, data_dir, seed, resume, preset: SearchPreset):
+def run_search(*, dataset, scale, out, data_dir, seed, resume, preset: SearchPreset, typed=None):
     """Random search scored by exact-GP validation accuracy, then marginal-likelihood optimisation."""
     from tfbdl.gp.exact import classify
     from tfbdl.gp.hyperparams import optimize_marginal_likelihood, random_search
@@ -320,7 +340,8 @@ def run_search(*, dataset, scale, out, data_dir, seed, resume, preset: SearchPre
         record_run(run)
         return run
     sizes = Preset(n_train=preset.n_train + preset.n_val, n_test=1, block=1)
-    x, y, _, _, _, _, image_shape, provenance, _ = load_inputs(dataset, scale, data_dir, sizes, seed)
+    x, y, _, _, _, _, image_shape, provenance, _ = load_inputs(
+        dataset, scale, data_dir, sizes, seed, {"n_train": "--n-train + --n-val"} if typed else None)
     run.record_data(provenance[:1])
     order = np.random.default_rng(seed).permutation(y.size)
     train, val = order[:preset.n_train], order[preset.n_train:]
@@ -397,5 +418,6 @@ def search_command(dataset, trials, n_train, n_val, ml_steps, ml_points, scale, 
     base = SEARCH_PRESETS[scale]
     preset = SearchPreset(trials or base.trials, n_train or base.n_train, n_val or base.n_val,
                           base.ml_steps if ml_steps is None else ml_steps, ml_points or base.ml_points)
-    run = run_search(dataset=dataset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume, preset=preset)
+    run = run_search(dataset=dataset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume, preset=preset,
+                     typed=typed_sizes(n_train=n_train, n_val=n_val))
     click.echo(f"search written to {run.path}")

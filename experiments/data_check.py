@@ -58,6 +58,13 @@ def check_facts(provenance: dict, labels: np.ndarray) -> list[str]:
     return problems
 
 
+def resolve_data(scale: str, data_dir=None, seed: int = 0) -> list[dict]:
+    """What the data check at ``scale`` reads."""
+    from tfbdl.data import load_for_run
+
+    return [load_for_run(name, split, scale, data_dir).provenance for name, split in REQUESTS]
+
+
 def run_data_check(*, scale: str, out: str, data_dir=None, seed: int = 0, resume: bool = True):
     """Run the data check and return its RunDir."""
     from tfbdl.data import get_spec, load_for_run

@@ -38,7 +38,7 @@ import pathlib
 import click
 import numpy as np
 
-from experiments.common import data_line, open_run, record_run, seeded_subset
+from experiments.common import data_line, open_run, record_run
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -433,12 +433,20 @@ def train_source_net(sub, preset: SourcePreset, data: dict, seed: int) -> dict:
             "train_loss": history[-1]["train_loss"], "train_accuracy": history[-1]["train_accuracy"]}
 
 
+def resolve_data(scale: str, data_dir=None, seed: int = 0) -> list[dict]:
+    """What ``dwp run`` at ``scale`` reads: the source-net data and the BNN / initialisation data."""
+    presets = PRESETS[scale]
+    source = _source_data(presets.source, scale, data_dir, seed)[1]
+    target = _target_data(scale, data_dir, presets.bnn.n_test, seed)[1]
+    return source + target + _target_data(scale, data_dir, presets.init.n_test, seed)[1][1:]
+
+
 def _source_data(preset: SourcePreset, scale: str, data_dir, seed: int) -> tuple[dict, list[dict]]:
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(_SOURCE_DATA, split, scale, data_dir) for split in ("train", "test"))
-    keep = seeded_subset(train.labels.size, preset.n_train, _child_seed(seed, _SEED_SUBSET))
-    keep_test = seeded_subset(test.labels.size, preset.n_test, _child_seed(seed, _SEED_TEST))
+    keep = train.subset(preset.n_train, _child_seed(seed, _SEED_SUBSET))
+    keep_test = test.subset(preset.n_test, _child_seed(seed, _SEED_TEST))
     data = {"x_train": _images(train.images[keep]), "y_train": train.labels[keep],
             "x_test": _images(test.images[keep_test]), "y_test": test.labels[keep_test],
             "num_classes": train.num_classes, "describe": train.describe()}
@@ -702,7 +710,7 @@ def _target_data(scale: str, data_dir, n_test: int | None, seed: int) -> tuple[d
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(_TARGET_DATA, split, scale, data_dir) for split in ("train", "test"))
-    keep_test = seeded_subset(test.labels.size, n_test, _child_seed(seed, _SEED_TEST))
+    keep_test = test.subset(n_test, _child_seed(seed, _SEED_TEST))
     data = {"x_train": _images(train.images), "y_train": train.labels,
             "x_test": _images(test.images[keep_test]), "y_test": test.labels[keep_test],
             "num_classes": train.num_classes}

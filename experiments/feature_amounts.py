@@ -24,7 +24,7 @@ import json
 import click
 import numpy as np
 
-from experiments.common import open_run, record_run, seeded_subset
+from experiments.common import open_run, record_run, run_data_line
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -87,14 +87,19 @@ def prepare_images(images: np.ndarray, gcn: bool) -> np.ndarray:
     return pad_to_side(x, 32)
 
 
+def resolve_data(scale: str, data_dir=None, seed: int = 0) -> list[dict]:
+    """What ``feature-amounts sweep`` at ``scale`` reads, sizes fitted to the data here."""
+    return load_data(PRESETS[scale], scale, data_dir, seed)[-1]
+
+
 def load_data(preset: Preset, scale: str, data_dir, seed: int):
     """``(x_train, y_train, x_val, y_val, num_classes, provenance)``; validation is (a subset of)
     the test split, as the reference validates on the test set."""
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(preset.dataset, split, scale, data_dir) for split in ("train", "test"))
-    keep = seeded_subset(train.labels.size, preset.n_train, seed)
-    val = seeded_subset(test.labels.size, preset.n_val, seed + 1)
+    keep = train.subset(preset.n_train, seed)
+    val = test.subset(preset.n_val, seed + 1)
     return (prepare_images(train.images[keep], preset.gcn), train.labels[keep],
             prepare_images(test.images[val], preset.gcn), test.labels[val], train.num_classes,
             [train.provenance, test.provenance])
@@ -286,17 +291,6 @@ def _table_figure(run, rows: list[dict]) -> None:
     save_figure(fig, run.file("variants_table.png"))
 
 
-def _data_line(run) -> str:
-    config = json.loads(run.file("config.json").read_text())
-    parts = []
-    for p in config["data"]:
-        text = f"{p['requested']}/{p['requested_split']} → {p['dataset']}/{p['split']} ({p['source']})"
-        if p["dataset"] != p["requested"]:
-            text += f": {p['reason']}"
-        parts.append(text)
-    return "; ".join(parts)
-
-
 def _summary(run, preset: Preset, rows: list[dict], n_train: int, n_val: int) -> str:
     depths = sorted({r["depth"] for r in rows})
     lines = [f"{len(rows)} VGG variants (depths {', '.join(map(str, depths))}, widths x{preset.width_scale:g} of the "
@@ -316,7 +310,7 @@ def _summary(run, preset: Preset, rows: list[dict], n_train: int, n_val: int) ->
             rho = _spearman([r["early_fraction"] for r in mine], [r["best_val_accuracy"] for r in mine])
             lines += ["", f"VGG-{depth}: Spearman correlation of the early share with best validation accuracy "
                           f"{rho:+.2f} over {len(mine)} variants."]
-    lines += ["", f"Data: {_data_line(run)}."]
+    lines += ["", f"Data: {run_data_line(run)}."]
     return "\n".join(lines) + "\n"
 
 

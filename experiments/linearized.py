@@ -50,7 +50,7 @@ import time
 import click
 import numpy as np
 
-from experiments.common import data_line, open_run, record_run
+from experiments.common import data_line, open_run, record_run, typed_sizes
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -331,27 +331,40 @@ def standardize(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [((x - mean) / std).astype(np.float32) for x in (x_train, *others)]
 
 
-def load_subset(dataset: str, n_train: int, n_test: int, *, scale: str, data_dir, seed: int, pair=None):
+def load_subset(dataset: str, n_train: int, n_test: int, *, scale: str, data_dir, seed: int, pair=None,
+                typed=None):
     """Class-balanced training and test images (standardised) and their classes.
 
-    With ``pair`` only those two classes are kept. Returns ``(x_train, c_train, x_test, c_test,
-    provenance)``, the classes being the dataset's own (0..9).
+    With ``pair`` only those two classes are kept. A preset size beyond the data is reduced to
+    all there is (noted); one in ``typed`` (see :func:`experiments.common.typed_sizes`) is an
+    error. Returns ``(x_train, c_train, x_test, c_test, provenance)``, the classes being the
+    dataset's own (0..9).
     """
     from tfbdl.data import load_for_run
 
+    typed = typed or {}
     parts, provenance = [], []
     for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
         loaded = load_for_run(dataset, split, scale, data_dir)
         provenance.append(loaded.provenance)
         labels = loaded.labels
         pool = np.flatnonzero(np.isin(labels, pair)) if pair is not None else np.arange(labels.size)
-        if n > pool.size:
-            raise InvalidOptionError(f"{n} {split} images asked but {loaded.describe()} has {pool.size}"
-                                     + (" of these classes" if pair is not None else ""))
-        keep = pool[balanced_indices(labels[pool], n, split_seed)]
+        n = loaded.fit_count(n, option=typed.get(f"n_{split}"), available=pool.size,
+                             what="images" if pair is None else f"images of classes {pair[0]} and {pair[1]}")
+        keep = pool if n == pool.size else pool[balanced_indices(labels[pool], n, split_seed)]
         parts += [to_inputs(loaded.images[keep], dataset), labels[keep]]
     x_train, x_test = standardize(parts[0], parts[2])
     return x_train, parts[1], x_test, parts[3], provenance
+
+
+def resolve_data(scale: str, data_dir=None, seed: int = 0) -> list[dict]:
+    """What ``linearized run`` at ``scale`` reads: the NTK subset and the CIFAR2 pair (no training)."""
+    presets = PRESETS[scale]
+    ntk = load_subset(presets.ntk.dataset, presets.ntk.n_train, presets.ntk.n_test, scale=scale, data_dir=data_dir,
+                      seed=seed)[-1]
+    cifar2 = presets.cifar2
+    return ntk + load_subset(cifar2.dataset, cifar2.n_train, cifar2.n_test, scale=scale, data_dir=data_dir, seed=seed,
+                             pair=cifar2.pair)[-1]
 
 
 def halves(classes: np.ndarray) -> np.ndarray:
@@ -548,14 +561,14 @@ def _pct(value: float) -> str:
 # --------------------------------------------------------------------------- compute-ntk
 
 
-def stage_compute_ntk(run, preset: NTKPreset, *, scale: str, data_dir, seed: int) -> dict:
+def stage_compute_ntk(run, preset: NTKPreset, *, scale: str, data_dir, seed: int, typed=None) -> dict:
     """The NTK at initialisation on the subset, its eigendecomposition and the spectrum figure, in ``run``."""
     from tfbdl.io import atomic_path
     from tfbdl.ntk.eigen import ntk_eigendecomposition, save_eigen
     from tfbdl.ntk.empirical import compute_ntk
 
     x_train, c_train, x_test, c_test, provenance = load_subset(preset.dataset, preset.n_train, preset.n_test,
-                                                               scale=scale, data_dir=data_dir, seed=seed)
+                                                               scale=scale, data_dir=data_dir, seed=seed, typed=typed)
     run.record_data(provenance)
     x = np.concatenate([x_train, x_test])
     net = build_net(preset.net, x.shape[1:], seed)
@@ -1109,13 +1122,13 @@ def pretrained_summary(preset: PretrainedPreset, metrics: dict) -> str:
 # --------------------------------------------------------------------------- train-cifar2
 
 
-def stage_cifar2(run, preset: Cifar2Preset, *, scale: str, data_dir, seed: int) -> dict:
+def stage_cifar2(run, preset: Cifar2Preset, *, scale: str, data_dir, seed: int, typed=None) -> dict:
     """The binary task learnt by the network and its linearization; curves and summary in ``run``."""
     from tfbdl.data.subsets import binary_pair
 
     x_train, c_train, x_test, c_test, provenance = load_subset(preset.dataset, preset.n_train, preset.n_test,
                                                                scale=scale, data_dir=data_dir, seed=seed,
-                                                               pair=preset.pair)
+                                                               pair=preset.pair, typed=typed)
     run.record_data(provenance)
     if preset.pair is None:
         y_train, y_test = halves(c_train), halves(c_test)
@@ -1360,7 +1373,8 @@ def compute_ntk_command(dataset, model, widths, activation, n_train, n_test, blo
                          num_eigvecs)
     run = _open_command("linearized-compute-ntk", scale, seed, out, resume, data_dir, ntk=preset)
     if not run.is_complete:
-        stage_compute_ntk(run, preset, scale=scale, data_dir=data_dir, seed=seed)
+        stage_compute_ntk(run, preset, scale=scale, data_dir=data_dir, seed=seed,
+                          typed=typed_sizes(n_train=n_train, n_test=n_test))
     record_run(run)
     click.echo(f"linearized compute-ntk run written to {run.path}")
 
@@ -1516,7 +1530,8 @@ def train_cifar2_command(pair, model, widths, n_train, n_test, epochs, lr, batch
     preset = resolve_cifar2(scale, pair, model, widths, n_train, n_test, epochs, lr, batch_size)
     run = _open_command("linearized-train-cifar2", scale, seed, out, resume, data_dir, cifar2=preset)
     if not run.is_complete:
-        stage_cifar2(run, preset, scale=scale, data_dir=data_dir, seed=seed)
+        stage_cifar2(run, preset, scale=scale, data_dir=data_dir, seed=seed,
+                     typed=typed_sizes(n_train=n_train, n_test=n_test))
     record_run(run)
     click.echo(f"linearized train-cifar2 run written to {run.path}")
 

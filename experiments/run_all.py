@@ -83,6 +83,7 @@ def write_report(out_root: Path, scale: str, results) -> Path:
         f"Scale `{scale}`, written {datetime.datetime.now().isoformat(timespec='seconds')}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items() if v), "",
     ]
+    lines += data_used_section(results)
     for experiment, status, runs in results:
         lines += [f"## {experiment.name}", "", f"*{experiment.title}*", ""]
         if status != 0:
@@ -90,6 +91,9 @@ def write_report(out_root: Path, scale: str, results) -> Path:
         for run in runs:
             relative = os.path.relpath(run, out_root)
             lines += [f"Run directory: `{relative}`", ""]
+            notes = run_data_notes(run)
+            if notes:
+                lines += ["Data notes: " + "; ".join(notes) + ".", ""]
             summary = run / "summary.md"
             if summary.exists():
                 lines += [summary.read_text(encoding="utf-8").rstrip(), ""]
@@ -98,3 +102,39 @@ def write_report(out_root: Path, scale: str, results) -> Path:
     path = out_root / "REPORT.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
+
+
+def run_data_records(run: Path) -> list[dict]:
+    """The data records (``config.json['data']``) of a run directory; [] when it has none."""
+    import json
+
+    try:
+        records = json.loads((run / "config.json").read_text(encoding="utf-8")).get("data") or []
+    except (OSError, ValueError):
+        return []
+    return [r for r in records if isinstance(r, dict)]
+
+
+def run_data_notes(run: Path) -> list[str]:
+    """Every note of a run's data records (reduced sizes and the like), each once."""
+    return list(dict.fromkeys(note for r in run_data_records(run) for note in r.get("notes", ())))
+
+
+def data_used_section(results) -> list[str]:
+    """REPORT.md's table of which data stood for which dataset across the sweep, and why."""
+    rows = {}
+    for _, _, runs in results:
+        for run in runs:
+            for r in run_data_records(run):
+                if "requested" not in r:
+                    continue
+                key = (f"{r['requested']}/{r['requested_split']}", f"{r.get('dataset')}/{r.get('split')}",
+                       r.get("source", ""))
+                rows.setdefault(key, r.get("reason", ""))
+    if not rows:
+        return []
+    lines = ["## Data used", "", "| asked for | used | source | why |", "|---|---|---|---|"]
+    lines += [f"| {asked} | {used} | {source} | {reason or '-'} |" for (asked, used, source), reason in sorted(rows.items())]
+    lines += ["", "Where a preset asked for more examples than these data hold, the run used what exists; "
+                  "each experiment's *Data notes* below say so.", ""]
+    return lines

@@ -38,10 +38,11 @@ def isolated_data(monkeypatch, tmp_path) -> Path:
     for name, spec in list(datasets.DATASETS.items()):
         monkeypatch.setitem(datasets.DATASETS, name, dataclasses.replace(spec, system_dirs=()))
 
-    def no_network(url, timeout=60.0):
+    def no_network(url, timeout=60.0, headers=None):
         raise OSError(f"network is off in tests ({url})")
 
     monkeypatch.setattr(files, "open_url", no_network)
+    monkeypatch.setattr(files, "_unreachable", {})
     return root
 
 

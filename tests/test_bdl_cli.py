@@ -33,7 +33,7 @@ def test_swag_run_compares_three_predictives_and_resumes(shared_data_dir, tmp_pa
         # Scaling by one positive temperature never changes the predicted class.
         assert row["accuracy"] == metrics["test"][name]["accuracy"]
     summary = (run_dir / "summary.md").read_text()
-    assert "SWAG + temperature" in summary and "mnist/test → mnist_sample/test" in summary
+    assert "SWAG + temperature" in summary and "mnist/test → mnist/test (full)" in summary
     rows = (run_dir / "metrics.csv").read_text().splitlines()
     assert len(rows) == 4 and "swag_snapshots" in rows[0]
     stamp = (run_dir / "summary.md").stat().st_mtime_ns
@@ -175,7 +175,7 @@ def test_prior_correlations_show_more_correlation_within_classes(shared_data_dir
 def test_make_cifar_c_refuses_more_images_than_the_test_set(shared_data_dir, tmp_path):
     result = _tfbdl("bdl", "make-cifar-c", "--scale", "tiny", "--n-images", "999999", "--out", str(tmp_path),
                     "--data-dir", str(shared_data_dir))
-    assert result.returncode == 1 and "--n-images 999999 is more than the 10000 test images" in result.stderr
+    assert result.returncode == 1 and "--n-images 999,999 asks for more images than the 10,000 of" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -44,7 +44,7 @@ def test_validation_split_is_disjoint_seeded_and_of_the_asked_size():
     np.testing.assert_array_equal(y_val, x_val[:, 0].astype(int) % 5)
     np.testing.assert_array_equal(split_validation(x, y, 12, seed=3)[2], x_val)
     assert not np.array_equal(split_validation(x, y, 12, seed=4)[2], x_val)
-    with pytest.raises(InvalidOptionError, match="smaller than the training set"):
+    with pytest.raises(InvalidOptionError, match="would hold out more than half of the 50 training images"):
         split_validation(x, y, 50, seed=0)
 
 

@@ -47,7 +47,8 @@ def test_every_command_documents_every_option():
     (["data", "fetch", "mnist"], "train-images-idx3-ubyte.gz is missing", 1),
 ])
 def test_user_errors_print_one_clear_line_and_no_traceback(args, needle, code, tmp_path):
-    result = _tfbdl(*args, "--data-dir", str(tmp_path), env_extra={"TFBDL_OFFLINE": "1", "HOME": str(tmp_path)}) \
+    result = _tfbdl(*args, "--data-dir", str(tmp_path),
+                    env_extra={"TFBDL_OFFLINE": "1", "HOME": str(tmp_path), "TFBDL_DATA_DIR": ""}) \
         if args[:2] == ["data", "fetch"] else _tfbdl(*args)
     assert result.returncode == code
     assert needle in result.stderr

@@ -1,16 +1,13 @@
-"""Verification of decompressed content, downloads over a mocked transport, offline errors,
-and the tiny/smoke fallbacks."""
+"""Verification of decompressed content, missing files, and the tiny/smoke fallbacks (downloads
+themselves are tested against a real local server in test_download_server.py)."""
 
 import gzip
 import hashlib
-import io
-import urllib.error
 
 import numpy as np
 import pytest
 
-from tests.conftest import pin_checksum
-from tfbdl.data import datasets, files, load_dataset, load_for_run
+from tfbdl.data import files, load_dataset, load_for_run
 from tfbdl.data.formats import idx
 from tfbdl.errors import ChecksumError, DatasetNotFound, InvalidOptionError
 
@@ -60,88 +57,6 @@ def test_a_broken_gzip_stream_is_a_checksum_error(tmp_path):
         files.verify_content(path, files.RemoteFile("labels.gz", None, content_sha256="0" * 64))
 
 
-class _FakeResponse(io.BytesIO):
-    def __init__(self, payload):
-        super().__init__(payload)
-        self.headers = {"Content-Length": str(len(payload))}
-
-
-def _serve(monkeypatch, routes: dict):
-    """Replace the network: ``routes`` maps url -> payload bytes; other urls fail like offline."""
-    asked = []
-
-    def fake_open(url, timeout=60.0):
-        asked.append(url)
-        if url not in routes:
-            raise urllib.error.URLError("Temporary failure in name resolution")
-        return _FakeResponse(routes[url])
-
-    monkeypatch.setattr(files, "open_url", fake_open)
-    return asked
-
-
-def _mnist_payloads(monkeypatch):
-    spec = datasets.DATASETS["mnist"]
-    arrays = {"train_images": np.full((4, 28, 28), 7, np.uint8), "train_labels": np.array([0, 1, 2, 3], np.uint8),
-              "test_images": np.full((2, 28, 28), 9, np.uint8), "test_labels": np.array([4, 5], np.uint8)}
-    payloads = {}
-    for role, array in arrays.items():
-        content = idx.encode_idx(array)
-        pin_checksum(monkeypatch, "mnist", role, content)
-        payloads[role] = gzip.compress(content)
-    return spec, payloads
-
-
-def test_download_over_mocked_transport_verifies_then_loads(isolated_data, monkeypatch):
-    spec, payloads = _mnist_payloads(monkeypatch)
-    asked = _serve(monkeypatch, {spec.files[r].url: p for r, p in payloads.items()})
-    images, labels = load_dataset("mnist", "train", data_dir=isolated_data, progress=False)
-    assert images.shape == (4, 28, 28, 1) and labels.tolist() == [0, 1, 2, 3]
-    assert (isolated_data / "mnist" / "train-images-idx3-ubyte.gz").read_bytes() == payloads["train_images"]
-    assert asked == [spec.files["train_images"].url, spec.files["train_labels"].url]
-    # A second load reads the files on disk and asks the network nothing.
-    load_dataset("mnist", "train", data_dir=isolated_data, progress=False)
-    assert len(asked) == 2
-    assert not list((isolated_data / "mnist").glob(".*part"))
-
-
-def test_download_falls_back_to_a_mirror(isolated_data, monkeypatch):
-    spec, payloads = _mnist_payloads(monkeypatch)
-    routes = {spec.files[r].mirrors[0]: p for r, p in payloads.items()}
-    asked = _serve(monkeypatch, routes)
-    load_dataset("mnist", "test", data_dir=isolated_data, progress=False)
-    assert asked[:2] == [spec.files["test_images"].url, spec.files["test_images"].mirrors[0]]
-
-
-def test_a_corrupt_download_raises_and_leaves_nothing(isolated_data, monkeypatch):
-    spec, payloads = _mnist_payloads(monkeypatch)
-    routes = {spec.files[r].url: p for r, p in payloads.items()}
-    routes[spec.files["test_labels"].url] = gzip.compress(b"not the labels")
-    _serve(monkeypatch, routes)
-    with pytest.raises(ChecksumError):
-        load_dataset("mnist", "test", data_dir=isolated_data, progress=False)
-    assert sorted(p.name for p in (isolated_data / "mnist").iterdir()) == ["t10k-images-idx3-ubyte.gz"]
-
-
-def test_offline_raises_dataset_not_found_naming_file_address_and_folder(isolated_data, monkeypatch):
-    _serve(monkeypatch, {})
-    with pytest.raises(DatasetNotFound) as error:
-        load_dataset("cifar10", "train", data_dir=isolated_data, progress=False)
-    message = str(error.value)
-    assert "cifar-10-python.tar.gz" in message
-    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
-    assert str(isolated_data / "cifar10") in message
-    assert not list((isolated_data / "cifar10").glob("*"))
-
-
-def test_offline_switch_never_touches_the_network(isolated_data, monkeypatch):
-    asked = _serve(monkeypatch, {})
-    monkeypatch.setenv("TFBDL_OFFLINE", "1")
-    with pytest.raises(DatasetNotFound, match="TFBDL_OFFLINE"):
-        load_dataset("mnist", "train", data_dir=isolated_data)
-    assert asked == []
-
-
 def test_mnist_sample_has_no_address_and_says_where_to_put_it(isolated_data):
     with pytest.raises(DatasetNotFound, match=r"mnist_10k\.npz.*no public download address"):
         load_dataset("mnist_sample", "all", data_dir=isolated_data)
@@ -161,7 +76,7 @@ def test_tiny_scale_falls_back_to_embedded_subsets_and_stand_ins(isolated_data):
     assert fashion.provenance["source"] == "embedded subset" and fashion.labels.size == 1000
     mnist = load_for_run("mnist", "test", "smoke", data_dir=isolated_data)
     assert mnist.provenance["requested"] == "mnist" and mnist.provenance["dataset"] == "mnist_sample"
-    assert mnist.labels.size == 500 and "MNIST digits stand in" in mnist.describe()
+    assert mnist.labels.size == 500 and "MNIST digits of the MNIST sample stand in" in mnist.describe()
     cifar = load_for_run("cifar10", "train", "tiny", data_dir=isolated_data)
     assert cifar.provenance["dataset"] == "fashion_mnist" and "CIFAR-10 is absent" in cifar.describe()
     # A split the stand-in lacks ('all') falls back to its training split, and says so.

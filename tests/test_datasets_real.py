@@ -27,6 +27,30 @@ def test_fashion_mnist_test_facts(shared_data_dir):
     assert labels[:5].tolist() == [9, 2, 1, 1, 6]
 
 
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_mnist_official_split_facts(shared_data_dir):
+    images, labels = load_dataset("mnist", "train", data_dir=shared_data_dir)
+    assert images.shape == (60000, 28, 28, 1) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == MNIST_TRAIN_COUNTS
+    assert labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]  # the famous first digits
+    # The widely quoted MNIST training-set pixel mean and standard deviation (0.1307, 0.3081).
+    assert images.mean() / 255.0 == pytest.approx(0.1307, abs=5e-5)
+    assert (images / 255.0).std() == pytest.approx(0.3081, abs=5e-5)
+    test_images, test_labels = load_dataset("mnist", "test", data_dir=shared_data_dir)
+    assert test_images.shape == (10000, 28, 28, 1)
+    assert np.bincount(test_labels).tolist() == MNIST_TEST_COUNTS
+    assert test_labels[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+
+
+def test_mnist_runs_read_the_full_files_when_present(shared_data_dir):
+    loaded = load_for_run("mnist", "train", "smoke", data_dir=shared_data_dir)
+    assert loaded.provenance["dataset"] == "mnist" and loaded.provenance["source"] == "full"
+    assert loaded.labels.size == 60000
+
+
 def test_mnist_sample_facts_and_seeded_split(shared_data_dir):
     images, labels = load_dataset("mnist_sample", "all", data_dir=shared_data_dir)
     assert images.shape == (10000, 28, 28, 1) and images.dtype == np.uint8

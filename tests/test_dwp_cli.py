@@ -113,7 +113,7 @@ def test_dwp_run_tiny_end_to_end_and_resume(shared_data_dir, tmp_path):
         assert (run_dir / figure).stat().st_size > 1000
     config = json.loads((run_dir / "config.json").read_text())
     assert {(d["requested"], d["dataset"]) for d in config["data"]} == {("notmnist", "fashion_mnist"),
-                                                                        ("mnist", "mnist_sample")}
+                                                                        ("mnist", "mnist")}
     assert "notmnist/train → fashion_mnist/train" in summary
 
     # A rerun finds everything done and recomputes nothing.

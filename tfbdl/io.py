@@ -69,7 +69,7 @@ def _umask() -> int:
     return _UMASK
 
 
-def _fsync_dir(folder: pathlib.Path) -> None:
+def fsync_dir(folder: pathlib.Path) -> None:
     """fsync a folder so a rename inside it survives a power cut (no-op where unsupported)."""
     if os.name != "posix":
         return
@@ -110,7 +110,7 @@ def _commit_temp(tmp: pathlib.Path, path: pathlib.Path) -> None:
     os.chmod(tmp, mode)
     _fsync_file(tmp)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 @contextlib.contextmanager
@@ -412,7 +412,7 @@ class RunDir:
             n += 1
             target = path.with_name(f"{path.name}.old-{stamp}-{n}")
         os.rename(path, target)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return target
 
     # ------------------------------------------------------------------ files

@@ -262,7 +262,8 @@ def _roles(spec: DatasetSpec, split: str) -> tuple[str, ...]:
     return spec.split_files[split]
 
 
-def fetch(name: str, data_dir=None, *, progress: bool = True) -> dict[str, Path]:
+def fetch(name: str, data_dir=None, *, progress: bool = True,
+          timeout: float = files.DOWNLOAD_TIMEOUT) -> dict[str, Path]:
     """Make sure every file of a dataset is on disk and verified, downloading what is missing."""
     spec = get_spec(name)
     found = {}
@@ -272,7 +273,8 @@ def fetch(name: str, data_dir=None, *, progress: bool = True) -> dict[str, Path]
                 continue
             remote = spec.files[role]
             if path is None:
-                path = files.download(remote, files.download_root(data_dir) / spec.folder, progress=progress)
+                path = files.download(remote, files.download_root(data_dir) / spec.folder, progress=progress,
+                                      timeout=timeout)
             else:
                 files.verify_content(path, remote)
             found[role] = path
@@ -280,12 +282,13 @@ def fetch(name: str, data_dir=None, *, progress: bool = True) -> dict[str, Path]
 
 
 def load_dataset(name: str, split: str = "train", data_dir=None, *, download: bool = True,
-                 progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                 progress: bool = True, timeout: float = files.DOWNLOAD_TIMEOUT) -> tuple[np.ndarray, np.ndarray]:
     """Load a dataset split from its official files.
 
     Returns ``(images, labels)``: images uint8 [N, H, W, C], labels int64 [N].
     Files are looked up in ``data_dir``, ``$TFBDL_DATA_DIR``, ``~/.cache/tfbdl/datasets`` and system
-    dataset folders; a missing one is downloaded when ``download`` is true (else DatasetNotFound).
+    dataset folders; a missing one is downloaded when ``download`` is true (else DatasetNotFound),
+    giving up on an address that sends nothing for ``timeout`` seconds.
     Every file is verified before it is parsed (ChecksumError on a mismatch).
     """
     spec = get_spec(name)
@@ -296,7 +299,8 @@ def load_dataset(name: str, split: str = "train", data_dir=None, *, download: bo
             if not download:
                 raise DatasetNotFound(files.missing_message(remote, files.download_root(data_dir) / spec.folder,
                                                             "downloading was not allowed here"))
-            path = files.download(remote, files.download_root(data_dir) / spec.folder, progress=progress)
+            path = files.download(remote, files.download_root(data_dir) / spec.folder, progress=progress,
+                                  timeout=timeout)
         contents[role] = files.verify_content(path, remote)
     images, labels = spec.parse(contents, split)
     if images.ndim != 4 or images.shape[1:] != spec.image_shape or images.dtype != np.uint8:
@@ -305,6 +309,12 @@ def load_dataset(name: str, split: str = "train", data_dir=None, *, download: bo
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= spec.num_classes:
         raise DataFormatError(f"{name}/{split}: labels outside 0..{spec.num_classes - 1}")
     return images, labels
+
+
+def is_downloadable(name: str, split: str) -> bool:
+    """Whether every file of the split has a public address (``mnist_sample`` has none)."""
+    spec = get_spec(name)
+    return all(spec.files[role].url is not None for role in _roles(spec, split))
 
 
 def is_available(name: str, split: str, data_dir=None) -> bool:

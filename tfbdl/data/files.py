@@ -15,13 +15,15 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import http.client
 import os
-import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 from tfbdl.errors import ChecksumError, DatasetNotFound
+from tfbdl.io import fsync_dir
 
 DATA_DIR_ENV = "TFBDL_DATA_DIR"
 OFFLINE_ENV = "TFBDL_OFFLINE"
@@ -113,60 +115,181 @@ def verify_content(path: Path, remote: RemoteFile) -> bytes:
     )
 
 
-def open_url(url: str, timeout: float = 60.0):
-    """Open ``url`` for reading (the one place that touches the network; tests replace it)."""
-    return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (official https/http addresses)
+# How long a download may wait for the server (to connect, or between two reads) before it
+# counts as stalled. Runs that can fall back to embedded data use the short one.
+DOWNLOAD_TIMEOUT = 60.0
+FALLBACK_TIMEOUT = 10.0
+_CHUNK = 1 << 20
+
+# Hosts that could not be reached in this process: later files skip them at once instead of
+# waiting for the same failure again (a run reads several files of one dataset).
+_unreachable: dict[str, str] = {}
 
 
-def download(remote: RemoteFile, dest_dir: Path, *, progress: bool = True) -> Path:
-    """Download ``remote`` into ``dest_dir``: temp file, verify, then rename into place.
+class DownloadFailed(DatasetNotFound):
+    """A download could not complete; ``reason`` says why in a few words (for run records)."""
 
-    Raises DatasetNotFound when offline (or ``TFBDL_OFFLINE=1``), ChecksumError when the
-    download does not match; a failed download leaves nothing behind.
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def offline() -> bool:
+    """Whether downloads are switched off (``TFBDL_OFFLINE`` set to anything but '' or '0')."""
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+
+
+def open_url(url: str, timeout: float = DOWNLOAD_TIMEOUT, headers: dict | None = None):
+    """Open ``url`` for reading (the one place that touches the network)."""
+    request = urllib.request.Request(url, headers={"User-Agent": "tfbdl", **(headers or {})})
+    return urllib.request.urlopen(request, timeout=timeout)  # noqa: S310 (official https/http addresses)
+
+
+def download(remote: RemoteFile, dest_dir: Path, *, progress: bool = True,
+             timeout: float = DOWNLOAD_TIMEOUT) -> Path:
+    """Download ``remote`` into ``dest_dir`` and return its path, resuming an interrupted download.
+
+    Bytes go to ``.<name>.part`` (kept when a download is cut off, continued with an HTTP Range
+    request next time), are verified, then renamed into place; a lock file keeps two processes
+    from writing the same file. Raises :class:`DownloadFailed` (a DatasetNotFound) when offline or
+    when every address fails or stalls for ``timeout`` seconds, ChecksumError when the bytes do
+    not match the official file (the partial file is then deleted).
     """
-    import click  # a progress bar that needs nothing more than the CLI's own dependency
-
     target = dest_dir / remote.filename
     if remote.url is None:
-        raise DatasetNotFound(missing_message(remote, dest_dir, "it has no public download address"))
-    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
-        raise DatasetNotFound(missing_message(remote, dest_dir, f"downloads are off ({OFFLINE_ENV} is set)"))
+        raise DownloadFailed(missing_message(remote, dest_dir, "it has no public download address"),
+                             "it has no public download address")
+    if offline():
+        reason = f"downloads are off ({OFFLINE_ENV} is set)"
+        raise DownloadFailed(missing_message(remote, dest_dir, reason), reason)
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
-        handle, temp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{remote.filename}.", suffix=".part")
+        lock = _locked(dest_dir / f".{remote.filename}.lock")
     except OSError as error:
-        raise DatasetNotFound(missing_message(remote, dest_dir, f"cannot write there ({error})")) from error
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(handle, "wb") as sink:
+        reason = f"cannot write there ({error.strerror or error})"
+        raise DownloadFailed(missing_message(remote, dest_dir, reason), reason) from error
+    with lock:
+        if target.is_file():  # another process finished it while we waited for the lock
+            verify_content(target, remote)
+            return target
+        partial = dest_dir / f".{remote.filename}.part"
+        failures = []
+        for url in (remote.url, *remote.mirrors):
             try:
-                response = _open_first(remote)
-                length = _content_length(response) or remote.size
-                with response, click.progressbar(length=length, label=f"downloading {remote.filename}",
-                                                 file=None if progress else open(os.devnull, "w")) as bar:
-                    while chunk := response.read(1 << 20):
-                        sink.write(chunk)
-                        bar.update(len(chunk))
-            except (urllib.error.URLError, OSError, TimeoutError) as error:
-                raise DatasetNotFound(missing_message(remote, dest_dir, f"the download failed ({error})")) from error
-            sink.flush()
-            os.fsync(sink.fileno())
-        verify_content(temp, remote)
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
+                _fetch_into(url, partial, remote, progress=progress, timeout=timeout)
+                break
+            except _TransferError as error:
+                failures.append(f"{url}: {error}")
+        else:
+            reason = "the download failed (" + "; ".join(failures) + ")"
+            raise DownloadFailed(missing_message(remote, dest_dir, reason), "; ".join(failures))
+        try:
+            verify_content(partial, remote)
+        except ChecksumError:
+            partial.unlink(missing_ok=True)
+            raise ChecksumError(f"the downloaded {remote.filename} does not match the official file, so it was "
+                                f"deleted; run the command again, or put a verified copy in {dest_dir}") from None
+        os.replace(partial, target)
+        fsync_dir(dest_dir)
     return target
 
 
-def _open_first(remote: RemoteFile):
-    """Open the official address, falling back to the mirrors; re-raise the last failure."""
-    error = None
-    for url in (remote.url, *remote.mirrors):
+class _TransferError(Exception):
+    """One address failed; the message says how in a few words."""
+
+
+def _fetch_into(url: str, partial: Path, remote: RemoteFile, *, progress: bool, timeout: float) -> None:
+    """Append the rest of ``url`` to ``partial`` (a Range request when it has bytes already),
+    retrying once more for every attempt that made progress before the connection broke."""
+    host = urllib.parse.urlsplit(url).netloc
+    if host in _unreachable:
+        raise _TransferError(_unreachable[host])
+    while True:
+        before = partial.stat().st_size if partial.exists() else 0
         try:
-            return open_url(url)
-        except (urllib.error.URLError, OSError, TimeoutError) as failure:
-            error = failure
-    raise error
+            _transfer(url, partial, remote, progress=progress, timeout=timeout)
+            return
+        except _TransferError:
+            after = partial.stat().st_size if partial.exists() else 0
+            if after <= before:
+                raise
+
+
+def _transfer(url: str, partial: Path, remote: RemoteFile, *, progress: bool, timeout: float) -> None:
+    import click  # a progress bar that needs nothing more than the CLI's own dependency
+
+    offset = partial.stat().st_size if partial.exists() else 0
+    try:
+        response = open_url(url, timeout=timeout, headers={"Range": f"bytes={offset}-"} if offset else None)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and offset:  # the partial file is already whole (or not this file)
+            if _matches(partial, remote):
+                return
+            partial.unlink()
+        raise _TransferError(f"HTTP {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        reason = _short_reason(error, timeout)
+        if not isinstance(error, TimeoutError) and not _is_timeout(error):
+            _unreachable[urllib.parse.urlsplit(url).netloc] = reason
+        raise _TransferError(reason) from None
+    with response:
+        resumed = offset and getattr(response, "status", 200) == 206
+        length = _content_length(response)
+        total = (offset + length) if (resumed and length) else (length or remote.size)
+        with open(partial, "ab" if resumed else "wb") as sink, click.progressbar(
+                length=total, label=f"downloading {remote.filename}",
+                file=None if progress else open(os.devnull, "w")) as bar:
+            bar.update(offset if resumed else 0)
+            try:
+                while chunk := response.read(_CHUNK):
+                    sink.write(chunk)
+                    bar.update(len(chunk))
+            except (OSError, urllib.error.URLError, http.client.HTTPException) as error:
+                raise _TransferError(_short_reason(error, timeout)) from None
+            finally:
+                sink.flush()
+                os.fsync(sink.fileno())
+    written = partial.stat().st_size
+    if total and length is not None and written < total:
+        raise _TransferError(f"the connection closed after {written:,} of {total:,} bytes")
+
+
+def _matches(path: Path, remote: RemoteFile) -> bool:
+    try:
+        verify_content(path, remote)
+        return True
+    except ChecksumError:
+        return False
+
+
+def _is_timeout(error: BaseException) -> bool:
+    return isinstance(error, TimeoutError) or isinstance(getattr(error, "reason", None), TimeoutError)
+
+
+def _short_reason(error: BaseException, timeout: float) -> str:
+    if _is_timeout(error):
+        return f"the server sent nothing for {timeout:g} s (stalled)"
+    reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or error
+    return str(reason)
+
+
+class _locked:
+    """An exclusive advisory lock on ``path`` for the ``with`` block (POSIX; a no-op elsewhere)."""
+
+    def __init__(self, path: Path):
+        self.handle = open(path, "a")
+
+    def __enter__(self):
+        try:
+            import fcntl
+
+            fcntl.flock(self.handle, fcntl.LOCK_EX)
+        except ImportError:  # pragma: no cover (not POSIX)
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
 
 
 def _content_length(response) -> int | None:

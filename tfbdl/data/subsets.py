@@ -15,6 +15,13 @@ from tfbdl.errors import InvalidOptionError, ShapeError
 __all__ = ["stratified_indices", "select_classes", "binary_pair", "one_vs_all", "one_hot"]
 
 
+def seeded_subset(n_total: int, n_keep: int | None, seed: int) -> np.ndarray:
+    """Sorted seeded random indices of ``n_keep`` of ``n_total`` items (all of them when None or larger)."""
+    if n_keep is None or n_keep >= n_total:
+        return np.arange(n_total)
+    return np.sort(np.random.default_rng(seed).permutation(n_total)[:n_keep])
+
+
 def stratified_indices(labels, per_class: int, seed: int, exclude=None) -> np.ndarray:
     """Sorted int64 indices of ``per_class`` examples of every class present in ``labels [N]``.
 
