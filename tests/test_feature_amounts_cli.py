@@ -41,9 +41,12 @@ def test_tiny_sweep_end_to_end_and_rerun_does_nothing(shared_data_dir, tmp_path)
         assert 0 <= float(rows[0]["val_accuracy"]) <= 1 and int(rows[0]["micro_batch"]) >= 1
     table = _rows(run_dir / "variants.csv", drop=())
     assert [r["id"] for r in table] == ids
-    for r in table:  # every variant has the narrow reference's 1664 / 16 = 104 conv features
+    from tfbdl.nn.feature_amounts import enumerate_variants
+
+    full = {v.id: v.widths for v in enumerate_variants(10)}
+    for r in table:  # the release family, every layer (the classifier's too) / 16, at least 1
         widths = [int(w) for w in r["widths"].split()]
-        assert sum(widths[:-2]) == 104 and len(widths) == 9 and widths[-2:] == [32, 32]
+        assert len(widths) == 9 and widths == [max(1, round(w / 16)) for w in full[r["id"]]]
     assert (run_dir / "feature_amounts.png").stat().st_size > 0 and (run_dir / "variants_table.png").is_file()
     assert "Fashion-MNIST" in (run_dir / "summary.md").read_text()
     assert not any((run_dir / "checkpoints").glob("*/*.npz"))  # finished variants drop their checkpoints
@@ -97,7 +100,8 @@ def test_resume_after_an_interruption_gives_the_same_rows(shared_data_dir, tmp_p
 
 def test_bad_variant_id_is_a_one_line_error(tmp_path):
     for bad, message in (("d10-bogus", "is not a variant id"),
-                         ("d16-m0-s0.5-a-40", "is not one of the 222 variants of depth 16")):
+                         ("d16-m0-s0.5-a-40", "is not one of the 193 release variants of depth 16"),
+                         ("d16-conv-m0-s0.5-a-40", "is not one of the 222 conv-only variants of depth 16")):
         result = _tfbdl("feature-amounts", "train", "--variant", bad, "--scale", "tiny", "--out", str(tmp_path))
         assert result.returncode == 1 and message in result.stderr
         # one line from us (TensorFlow's own start-up log lines may precede it)
@@ -111,12 +115,33 @@ def test_bad_depth_is_a_one_line_error(tmp_path):
     assert result.returncode == 1 and "7 + 3k" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_list_variants_prints_the_family():
+def test_list_variants_prints_the_release_family():
     result = _tfbdl("feature-amounts", "list-variants", "--vgg-depth", "16")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
+    assert len(lines) == 194 and lines[0].startswith("d16-ref\t")
+    # the release's last VGG-D model (from running its skew_normal_models.py)
+    last = lines[-1].split("\t")
+    assert last[0] == "d16-m15-s5.5-a-12"
+    assert last[2] == "24 38 58 85 123 170 229 298 375 457 539 615 679 724 617"
+    for line in lines[1:]:
+        widths = [int(w) for w in line.split("\t")[2].split()]
+        assert len(widths) == 15 and 0.95 * 5248 < sum(widths) <= 5248 and min(widths) >= 2
+    assert "193 release variants of depth 16" in result.stderr
+
+
+def test_list_variants_conv_only_family():
+    result = _tfbdl("feature-amounts", "list-variants", "--vgg-depth", "16", "--family", "conv-only")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
     assert len(lines) == 223 and lines[0].startswith("d16-ref\t")
-    assert "d16-m6-s3-a0" in {line.split("\t")[0] for line in lines}
+    assert "d16-conv-m6-s3-a0" in {line.split("\t")[0] for line in lines}
     for line in lines:
         widths = [int(w) for w in line.split("\t")[2].split()]
-        assert len(widths) == 15 and sum(widths[:-2]) == 4224
+        assert len(widths) == 15 and sum(widths[:-2]) == 4224 and widths[-2:] == [512, 512]
+
+
+def test_sweep_family_option_selects_the_variants():
+    preset = fa_cli.resolve_preset("tiny", family="conv-only")
+    assert [v.id.startswith("d10-conv-") for v in fa_cli.choose_variants(preset)] == [True] * 3
+    assert all(v.family == "release" for v in fa_cli.choose_variants(fa_cli.PRESETS["tiny"]))

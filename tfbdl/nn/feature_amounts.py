@@ -1,37 +1,39 @@
 """The VGG family of "Rethinking Layer-wise Feature Amounts in CNN Architectures" (Mundt et al. 2018).
 
-Every member keeps the total number of convolutional features (the sum of the conv layer
-widths) of the reference VGG of the same depth and moves it between layers. Where the
-features go follows a skew-normal density over the conv layers (the paper's scheme, in the
-reference code ``lib/Models/skew_normal_models.py``)::
+A member moves the features of the reference VGG of the same depth (16 = VGG-D, 19 = VGG-E, any
+``7 + 3k``) between its layers so that the widths follow a skew-normal density::
 
     pdf(x) = 2 / scale * phi((x - mean) / scale) * Phi(skew * (x - mean) / scale)
 
-on ``x in [0, L]`` (``L`` conv layers, layer ``i`` owns ``[i, i + 1)``). Layer ``i`` gets the
-probability mass of its unit interval, ``p_i = CDF(i + 1) - CDF(i)``, and the widths are
-``p_i / sum(p) * total`` rounded to integers by the largest-remainder method so that their
-sum is exactly ``total`` (:func:`apportion`). The grid of parameters is the reference's:
+over the layers, layer ``i`` owning ``[i, i + 1)``. Two families (``family=``):
 
-- ``mean`` in ``0, 1, ..., L`` (step 1),
-- ``scale`` in ``0.5, 1.0, ..., 5.5`` (the reference's "variance" grid, step 0.5, without 0,
-  where the density is undefined),
-- ``skew`` in ``-40, -36, ..., 40`` (step 4),
+``"release"`` (the default) is the one of the paper's code (``lib/Models/skew_normal_models.py``):
 
-and a triple is a variant when at least 95% of the density lies on ``[0, L]`` (not truncated
-away) and every layer gets at least 2 features (:data:`MIN_LAYER_FEATURES`). For VGG-16 this
-gives :func:`enumerate_variants` ``(16)`` = 222 variants ("about 200" in the paper).
+- the profile spans all ``depth - 1`` layers: the convolutions *and* the two hidden classifier
+  layers, and the budget is the reference's total over all of them, ``T`` (5248 for VGG-D,
+  6528 for VGG-E: the classifier's 2 x 512 included);
+- the density is sampled every 0.01 on ``[0, depth - 1)`` and layer ``i`` gets the trapezoid
+  integral over its own 100 samples, i.e. over ``[i, i + 0.99]`` (:func:`sampled_layer_masses`);
+- layer ``i`` gets ``ceil(mass_i * T)`` features, so the total is not kept exactly: it is more
+  than 95% of ``T`` and never more than ``T``;
+- the grid is ``mean`` in ``0, 1, ..., depth - 1``, ``scale`` in ``0.5, 1.0, ..., 5.5`` (the
+  code's "variance" grid; its 0 is never valid) and ``skew`` in ``-40, -36, ..., 40``, iterated
+  in that order (mean outermost);
+- a triple is rejected when the masses sum to at most 0.95 (the density is truncated by the
+  layer range) or when a layer would get fewer than 2 features.
 
-Differences from the reference code, on purpose: it spread the features over the two hidden
-classifier layers too and rounded each layer up (``ceil``), so its totals drift by up to one
-feature per layer; here the classifier keeps the reference widths (512, 512) and the conv
-total is exact. It integrated the density with a trapezoid rule on a 0.01 grid; here the
-masses are exact skew-normal CDF differences (through Owen's T function).
+This gives 153, 194, 193 and 139 variants for depths 10, 13, 16 and 19.
 
-A variant's id is a pure function of its parameters (:func:`variant_id`), e.g.
-``d16-m3-s1.5-a-12``, so ids do not move when the grid or the list order changes; the
-reference network itself is ``d16-ref``. Depths are ``7 + 3k`` (10, 13, 16 = VGG-D,
-19 = VGG-E, ...): five stages of 2, 2, k, k, k same-padded 3x3 convolutions (see
-:func:`tfbdl.nn.vgg.vgg_layerwise`, which builds every member).
+``"conv-only"`` keeps the two classifier layers at 512 and moves only the conv features: the
+masses are exact skew-normal CDF differences over the conv layers (Owen's T), rounded by the
+largest-remainder method so that the conv total is exactly the reference's (:func:`apportion`);
+same grid (the means over the conv layers), same 95% and 2-feature rules (222 variants for
+VGG-D, 180 for VGG-E).
+
+A variant's id is a pure function of its family and parameters (:func:`variant_id`):
+``d16-m3-s1.5-a-12`` (release), ``d16-conv-m3-s1.5-a-12`` (conv-only); the reference network
+itself is ``d16-ref``. Every member is built by :func:`tfbdl.nn.vgg.vgg_layerwise` (five stages
+of 2, 2, k, k, k same-padded 3x3 convolutions, then the two hidden dense layers).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ import numpy as np
 from tfbdl.errors import InvalidOptionError
 
 __all__ = [
+    "DEFAULT_FAMILY",
+    "FAMILIES",
     "INITIALIZERS",
     "MEANS_STEP",
     "MIN_LAYER_FEATURES",
@@ -59,6 +63,7 @@ __all__ = [
     "layer_masses",
     "parse_variant_id",
     "reference_widths",
+    "sampled_layer_masses",
     "select_spread",
     "variant_id",
     "variant_widths",
@@ -71,7 +76,12 @@ SKEWS = tuple(range(-40, 41, 4))
 MIN_LAYER_FEATURES = 2
 MIN_AREA = 0.95
 CLASSIFIER_WIDTH = 512
-_ID = re.compile(r"^d(\d+)-(?:ref|m(-?\d+(?:\.\d+)?)-s(\d+(?:\.\d+)?)-a(-?\d+(?:\.\d+)?))$")
+#: Spacing of the density samples of the release family.
+SAMPLE_STEP = 0.01
+FAMILIES = ("release", "conv-only")
+DEFAULT_FAMILY = "release"
+_ID_TAG = {"release": "", "conv-only": "conv-"}
+_ID = re.compile(r"^d(\d+)-(?:ref|(conv-)?m(-?\d+(?:\.\d+)?)-s(\d+(?:\.\d+)?)-a(-?\d+(?:\.\d+)?))$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +99,7 @@ class Variant:
     scale: float | None
     skew: float | None
     widths: tuple[int, ...]
+    family: str = DEFAULT_FAMILY
 
     @property
     def conv_widths(self) -> tuple[int, ...]:
@@ -137,6 +148,12 @@ def _width_scale(width_scale) -> float:
     return value
 
 
+def _family(family) -> str:
+    if family not in FAMILIES:
+        raise InvalidOptionError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    return family
+
+
 def reference_widths(depth: int, width_scale: float = 1.0) -> list[int]:
     """The reference VGG's ``depth - 1`` widths (conv layers then 2 x 512), each scaled by
     ``width_scale`` (rounded, at least 1): ``reference_widths(16)`` is VGG-D's
@@ -147,6 +164,14 @@ def reference_widths(depth: int, width_scale: float = 1.0) -> list[int]:
     return [_scaled(w, ws) for w in full]
 
 
+def skewnorm_pdf(x, mean, scale, skew) -> np.ndarray:
+    """The skew-normal density ``2 / scale * phi(z) * Phi(skew * z)``, ``z = (x - mean) / scale``."""
+    from scipy.special import ndtr
+
+    z = (np.asarray(x, np.float64) - mean) / scale
+    return 2.0 / scale * np.exp(-0.5 * z * z) / math.sqrt(2.0 * math.pi) * ndtr(skew * z)
+
+
 def skewnorm_cdf(x, mean, scale, skew) -> np.ndarray:
     """The skew-normal CDF ``Phi(z) - 2 T(z, skew)``, ``z = (x - mean) / scale`` (Owen's T), broadcast."""
     from scipy.special import ndtr, owens_t
@@ -155,10 +180,25 @@ def skewnorm_cdf(x, mean, scale, skew) -> np.ndarray:
     return ndtr(z) - 2.0 * owens_t(z, np.asarray(skew, np.float64))
 
 
-def layer_masses(layers: int, mean: float, scale: float, skew: float) -> np.ndarray:
-    """Skew-normal probability mass of each unit interval ``[i, i + 1)``, ``i < layers`` (float64)."""
+def _check_scale(scale) -> None:
     if not scale > 0:
         raise InvalidOptionError(f"the skew-normal scale must be > 0, got {scale!r}")
+
+
+def sampled_layer_masses(layers: int, mean: float, scale: float, skew: float) -> np.ndarray:
+    """The release family's mass of each layer (float64): the density sampled at ``0.01 k`` on
+    ``[0, layers)``, trapezoid rule over each layer's 100 samples (``[i, i + 0.99]``, so the
+    masses of an untruncated density sum to about 0.99, not 1)."""
+    _check_scale(scale)
+    per_layer = int(round(1 / SAMPLE_STEP))
+    y = skewnorm_pdf(np.arange(layers * per_layer) * SAMPLE_STEP, mean, scale, skew).reshape(layers, per_layer)
+    return SAMPLE_STEP * (y.sum(axis=1) - 0.5 * (y[:, 0] + y[:, -1]))
+
+
+def layer_masses(layers: int, mean: float, scale: float, skew: float) -> np.ndarray:
+    """Exact skew-normal probability mass of each ``[i, i + 1)``, ``i < layers`` (float64; the
+    conv-only family)."""
+    _check_scale(scale)
     cdf = skewnorm_cdf(np.arange(layers + 1, dtype=np.float64), mean, scale, skew)
     return np.clip(np.diff(cdf), 0.0, None)
 
@@ -186,9 +226,16 @@ def apportion(shares, total: int, minimum: int = 0) -> list[int]:
     return [int(v) for v in out]
 
 
-def _redistribute(depth: int, mean: float, scale: float, skew: float, width_scale: float):
-    """(widths, valid) of one parameter triple; ``valid`` applies the paper's rules at full width."""
+def _redistribute(depth: int, mean: float, scale: float, skew: float, width_scale: float, family: str):
+    """(widths, valid) of one parameter triple; ``valid`` applies the family's rules at full width.
+    ``widths`` is None when the density is truncated (masses summing to 95% or less)."""
     ref_full = reference_widths(depth)
+    if family == "release":
+        masses = sampled_layer_masses(len(ref_full), mean, scale, skew)
+        if not masses.sum() > MIN_AREA:
+            return None, False
+        full = np.ceil(masses * sum(ref_full)).astype(np.int64)
+        return [_scaled(int(w), width_scale) for w in full], int(full.min()) >= MIN_LAYER_FEATURES
     conv_full = ref_full[:-2]
     masses = layer_masses(len(conv_full), mean, scale, skew)
     if masses.sum() < MIN_AREA:
@@ -199,79 +246,95 @@ def _redistribute(depth: int, mean: float, scale: float, skew: float, width_scal
     return conv + ref[-2:], valid
 
 
-def variant_widths(depth: int, mean: float, scale: float, skew: float, width_scale: float = 1.0) -> list[int]:
-    """The ``depth - 1`` widths of the variant ``(mean, scale, skew)``: conv widths that sum to
-    the reference's conv total (both scaled by ``width_scale``), classifier widths as the
-    reference. Raises InvalidOptionError if more than 5% of the density falls outside the layers."""
-    depth, width_scale = _depth(depth), _width_scale(width_scale)
-    widths, _ = _redistribute(depth, mean, scale, skew, width_scale)
+def variant_widths(depth: int, mean: float, scale: float, skew: float, width_scale: float = 1.0,
+                   family: str = DEFAULT_FAMILY) -> list[int]:
+    """The ``depth - 1`` widths of the variant ``(mean, scale, skew)`` of ``family``.
+
+    release: ``ceil(mass_i * T)`` for every layer, classifier included, then each scaled by
+    ``width_scale`` (rounded, at least 1). conv-only: conv widths summing to the reference's conv
+    total (both scaled by ``width_scale``), classifier widths as the reference. Raises
+    InvalidOptionError if the density is truncated (more than 5% of it off the layers)."""
+    depth, width_scale, family = _depth(depth), _width_scale(width_scale), _family(family)
+    widths, _ = _redistribute(depth, mean, scale, skew, width_scale, family)
     if widths is None:
+        where = "layers" if family == "release" else "conv layers"
         raise InvalidOptionError(f"the skew-normal (mean {mean}, scale {scale}, skew {skew}) puts more than "
-                                 f"{100 * (1 - MIN_AREA):g}% of its mass outside the conv layers of depth {depth}")
+                                 f"{100 * (1 - MIN_AREA):g}% of its mass outside the {where} of depth {depth}")
     return widths
 
 
-def variant_id(depth: int, mean: float | None = None, scale: float | None = None, skew: float | None = None) -> str:
+def variant_id(depth: int, mean: float | None = None, scale: float | None = None, skew: float | None = None,
+               family: str = DEFAULT_FAMILY) -> str:
     """The stable id ``d<depth>-m<mean>-s<scale>-a<skew>`` (``%g`` numbers, e.g.
-    ``d16-m3-s1.5-a-12``), or ``d<depth>-ref`` for the reference network."""
+    ``d16-m3-s1.5-a-12``; ``d16-conv-m3-...`` in the conv-only family), or ``d<depth>-ref`` for
+    the reference network."""
     if mean is None:
         return f"d{int(depth)}-ref"
-    return f"d{int(depth)}-m{float(mean):g}-s{float(scale):g}-a{float(skew):g}"
+    return f"d{int(depth)}-{_ID_TAG[_family(family)]}m{float(mean):g}-s{float(scale):g}-a{float(skew):g}"
 
 
-def parse_variant_id(text: str) -> tuple[int, float | None, float | None, float | None]:
-    """``(depth, mean, scale, skew)`` of an id (None parameters for ``d<depth>-ref``)."""
+def parse_variant_id(text: str) -> tuple[int, float | None, float | None, float | None, str]:
+    """``(depth, mean, scale, skew, family)`` of an id (None parameters and the default family
+    for ``d<depth>-ref``)."""
     m = _ID.match(str(text).strip())
     if m is None:
         raise InvalidOptionError(f"{text!r} is not a variant id (like d16-m3-s1.5-a-12 or d16-ref); "
                                  "list them with 'tfbdl feature-amounts list-variants'")
     depth = int(m.group(1))
-    if m.group(2) is None:
-        return depth, None, None, None
-    return depth, float(m.group(2)), float(m.group(3)), float(m.group(4))
+    if m.group(3) is None:
+        return depth, None, None, None, DEFAULT_FAMILY
+    family = "conv-only" if m.group(2) else "release"
+    return depth, float(m.group(3)), float(m.group(4)), float(m.group(5)), family
 
 
-@functools.lru_cache(maxsize=16)
-def _grid(depth: int) -> tuple[tuple[float, float, float], ...]:
-    """The valid parameter triples of ``depth``, in (mean, scale, skew) order."""
-    layers = len(reference_widths(depth)) - 2
+@functools.lru_cache(maxsize=32)
+def _grid(depth: int, family: str) -> tuple[tuple[float, float, float], ...]:
+    """The valid parameter triples of ``depth``, mean outermost, then scale, then skew."""
+    layers = len(reference_widths(depth)) - (0 if family == "release" else 2)
     means = [MEANS_STEP * k for k in range(int(layers / MEANS_STEP) + 1)]
     valid = []
     for mean in means:
         for scale in SCALES:
             for skew in SKEWS:
-                _, ok = _redistribute(depth, mean, scale, float(skew), 1.0)
+                _, ok = _redistribute(depth, mean, scale, float(skew), 1.0, family)
                 if ok:
                     valid.append((float(mean), float(scale), float(skew)))
     return tuple(valid)
 
 
-def enumerate_variants(depth: int = 16, width_scale: float = 1.0, *, include_reference: bool = False) -> list[Variant]:
-    """Every variant of the paper's grid for ``depth`` (222 for 16), optionally preceded by the
-    reference network; widths scaled by ``width_scale`` (the set itself does not depend on it: the
-    paper's rules are applied at full width, so a narrow member may have layers of 1 feature)."""
-    depth, width_scale = _depth(depth), _width_scale(width_scale)
-    out = []
-    if include_reference:
-        out.append(Variant(variant_id(depth), depth, None, None, None, tuple(reference_widths(depth, width_scale))))
-    for mean, scale, skew in _grid(depth):
-        widths = variant_widths(depth, mean, scale, skew, width_scale)
-        out.append(Variant(variant_id(depth, mean, scale, skew), depth, mean, scale, skew, tuple(widths)))
+def _reference(depth: int, width_scale: float, family: str) -> Variant:
+    return Variant(variant_id(depth), depth, None, None, None, tuple(reference_widths(depth, width_scale)), family)
+
+
+def enumerate_variants(depth: int = 16, width_scale: float = 1.0, *, include_reference: bool = False,
+                       family: str = DEFAULT_FAMILY) -> list[Variant]:
+    """Every variant of ``family``'s grid for ``depth`` (release: 193 for 16, 139 for 19),
+    optionally preceded by the reference network; widths scaled by ``width_scale`` (the set does
+    not depend on it: the rules are applied at full width, so a narrow member may have layers of
+    1 feature)."""
+    depth, width_scale, family = _depth(depth), _width_scale(width_scale), _family(family)
+    out = [_reference(depth, width_scale, family)] if include_reference else []
+    for mean, scale, skew in _grid(depth, family):
+        widths = variant_widths(depth, mean, scale, skew, width_scale, family)
+        out.append(Variant(variant_id(depth, mean, scale, skew, family), depth, mean, scale, skew, tuple(widths),
+                           family))
     return out
 
 
 def get_variant(text: str, width_scale: float = 1.0) -> Variant:
-    """The variant with id ``text`` (the reference ``d<depth>-ref`` included); a one-line error if
-    the id is not in the family of its depth."""
-    depth, mean, scale, skew = parse_variant_id(text)
+    """The variant with id ``text`` (its family is part of the id; the reference ``d<depth>-ref``
+    included); a one-line error if the id is not in the family of its depth."""
+    depth, mean, scale, skew, family = parse_variant_id(text)
     depth = _depth(depth)
     if mean is None:
-        return Variant(variant_id(depth), depth, None, None, None, tuple(reference_widths(depth, width_scale)))
-    if (mean, scale, skew) not in set(_grid(depth)):
-        raise InvalidOptionError(f"{text!r} is not one of the {len(_grid(depth))} variants of depth {depth}; list them "
-                                 f"with 'tfbdl feature-amounts list-variants --vgg-depth {depth}'")
-    widths = variant_widths(depth, mean, scale, skew, width_scale)
-    return Variant(variant_id(depth, mean, scale, skew), depth, mean, scale, skew, tuple(widths))
+        return _reference(depth, width_scale, family)
+    grid = _grid(depth, family)
+    if (mean, scale, skew) not in set(grid):
+        raise InvalidOptionError(f"{text!r} is not one of the {len(grid)} {family} variants of depth {depth}; list "
+                                 f"them with 'tfbdl feature-amounts list-variants --vgg-depth {depth}"
+                                 f"{'' if family == DEFAULT_FAMILY else ' --family ' + family}'")
+    widths = variant_widths(depth, mean, scale, skew, width_scale, family)
+    return Variant(variant_id(depth, mean, scale, skew, family), depth, mean, scale, skew, tuple(widths), family)
 
 
 def select_spread(variants, count: int) -> list[Variant]:
