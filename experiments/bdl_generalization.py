@@ -28,7 +28,7 @@ class SwagPreset:
     dataset: str
     n_train: int | None  # training images used (None: all)
     epochs: int
-    swa_start: int  # 1-based epoch of the first collection, as in the reference (--swa_start)
+    swa_start: int  # the reference's --swag_start: a snapshot after every epoch e (1-based) with e > swa_start
     lr_init: float
     swa_lr: float
     weight_decay: float
@@ -52,22 +52,22 @@ def prior_weight_decay(prior_var: float, n_train: int) -> float:
 # Our weight decay is wd * |w|^2 in the loss; torch's weight_decay adds wd * w to the gradient,
 # so the reference's values are halved here.
 _LENET = {
-    "tiny": SwagPreset("lenet5", "mnist", 1000, 4, 3, 0.05, 0.01, 5e-4, 64, 5, 5, n_val=200),
+    "tiny": SwagPreset("lenet5", "mnist", 1000, 4, 2, 0.05, 0.01, 5e-4, 64, 5, 5, n_val=200),
     # A constant collection rate high enough for the snapshots to explore the basin (at 0.01
     # SWAG and SGD were indistinguishable on this data: NLL 0.0568 vs 0.0569).
     # 10,000 training images: the full MNIST would take 30 x 60,000 steps of a 2-core CPU.
-    "smoke": SwagPreset("lenet5", "mnist", 10000, 30, 16, 0.1, 0.05, 5e-4, 128, 20, 30, n_val=1000),
-    # The reference trains LeNet5 on MNIST only for its prior studies; these follow its CIFAR
-    # recipe (SWAG over the second half at a constant rate), shortened to MNIST's pace.
-    "paper": SwagPreset("lenet5", "mnist", None, 50, 26, 0.05, 0.01, 2.5e-4, 128, 20, 30),
+    "smoke": SwagPreset("lenet5", "mnist", 10000, 30, 15, 0.1, 0.05, 5e-4, 128, 20, 30, n_val=1000),
+    # The reference's LeNet5 / MNIST command (its README): 50 epochs, lr 0.05, SWAG after epoch 25
+    # at lr 0.01, no weight decay, a N(0, 0.1 I) prior (--wd=0. --prior_var=1e-1), batch 128.
+    "paper": SwagPreset("lenet5", "mnist", None, 50, 25, 0.05, 0.01, 0.0, 128, 20, 30, prior_var=0.1),
 }
 # The reference's CIFAR settings (run_swag.py, run_multiswag.sh): 300 epochs, SWAG from epoch 161
 # at lr 0.01, covariance rank 20; PreResNet20 lr 0.1, wd 3e-4; VGG16 lr 0.05, wd 5e-4.
 _PRERESNET = {
-    "tiny": SwagPreset("preresnet20", "cifar10", 256, 3, 2, 0.05, 0.01, 1.5e-4, 64, 2, 2, n_val=64, n_test=200),
+    "tiny": SwagPreset("preresnet20", "cifar10", 256, 3, 1, 0.05, 0.01, 1.5e-4, 64, 2, 2, n_val=64, n_test=200),
     # Compute-bound on 2 cores (about 400 test images a second): each SWAG sample refreshes batch
     # norm on 1,000 training images and predicts every evaluated image once.
-    "smoke": SwagPreset("preresnet20", "cifar10", 4000, 12, 7, 0.1, 0.02, 2.5e-4, 128, 6, 8, n_val=500,
+    "smoke": SwagPreset("preresnet20", "cifar10", 4000, 12, 6, 0.1, 0.02, 2.5e-4, 128, 6, 8, n_val=500,
                         n_test=2000, bn_images=1000),
     "paper": SwagPreset("preresnet20", "cifar10", None, 300, 161, 0.1, 0.01, 1.5e-4, 128, 20, 30, augment=True),
 }
@@ -198,7 +198,7 @@ def train_member(run, preset: SwagPreset, data, *, num_classes: int, seed: int, 
     batches = _augmented_epochs(x_train, y_train, preset.batch_size, seed) if preset.augment else (x_train, y_train)
     trainer.fit(batches, preset.epochs, run_dir=run, seed=seed, batch_size=preset.batch_size,
                 lr_schedule=lambda epoch: swag_schedule(epoch, preset.lr_init, preset.swa_lr, preset.swa_start),
-                callbacks=[SWAGCollector(swag, start_epoch=preset.swa_start - 1)], verbose=True)
+                callbacks=[SWAGCollector(swag, start_epoch=preset.swa_start)], verbose=True)
 
     bn_inputs = x_train[:preset.bn_images]  # these data sets are stored in no class order
 
@@ -252,7 +252,7 @@ def run_swag(*, preset: SwagPreset, scale: str, out: str, data_dir, seed: int, r
     probs = train_member(run, preset, (x_train, y_train), num_classes=num_classes, seed=seed, strategy=strategy,
                          eval_sets=eval_sets)
     results = {name: classification_metrics(p, y_test) for name, p in probs["test"].items()}
-    metrics = {"test": results, "snapshots": preset.epochs - preset.swa_start + 1, "n_train": int(y_train.size),
+    metrics = {"test": results, "snapshots": preset.epochs - preset.swa_start, "n_train": int(y_train.size),
                "n_val": int(y_val.size) if preset.n_val else 0, "n_test": int(y_test.size)}
     if preset.n_val:
         scaled, temperatures = temperature_scaled(probs["val"], y_val, probs["test"])
@@ -310,7 +310,7 @@ def _labels_text(preset: SwagPreset) -> str:
 
 def _summary(run, preset: SwagPreset, metrics: dict) -> str:
     lines = [f"{preset.model} trained {preset.epochs} epochs on {metrics['n_train']} images (SGD with momentum, "
-             f"lr {preset.lr_init} → {preset.swa_lr} from epoch {preset.swa_start}, weight decay "
+             f"lr {preset.lr_init} → {preset.swa_lr} by epoch {preset.swa_start}, weight decay "
              f"{preset.weight_decay}{_prior_text(preset)}{', crops and flips' if preset.augment else ''}"
              f"{_labels_text(preset)}); SWAG from "
              f"{metrics['snapshots']} snapshots, rank {preset.max_rank}, {preset.samples} samples; test set of "
@@ -333,8 +333,9 @@ def bdl():
 def _preset(model: str, scale: str, **overrides) -> SwagPreset:
     """The model's preset at ``scale`` with the given options (None: keep the preset's) applied."""
     preset = dataclasses.replace(PRESETS[model][scale], **{k: v for k, v in overrides.items() if v is not None})
-    if preset.swa_start > preset.epochs:
-        raise InvalidOptionError(f"--swa-start {preset.swa_start} is after the last epoch {preset.epochs}")
+    if preset.swa_start >= preset.epochs:
+        raise InvalidOptionError(f"--swa-start {preset.swa_start} leaves no epoch to collect: snapshots are taken "
+                                 f"after each epoch after it, up to --epochs {preset.epochs}")
     return preset
 
 
@@ -351,7 +352,8 @@ strategy_option = click.option(
 @model_option
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Training epochs (default: scale preset).")
 @click.option("--swa-start", type=click.IntRange(min=1), default=None,
-              help="Epoch (1-based) of the first SWAG snapshot; the learning rate reaches --swa-lr before it.")
+              help="SWAG snapshots are taken after every later epoch (the reference's --swag_start: 161 first "
+                   "collects after epoch 162); the learning rate reaches --swa-lr at 90% of it.")
 @click.option("--lr-init", type=click.FloatRange(min=0, min_open=True), default=None, help="Initial learning rate.")
 @click.option("--swa-lr", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Constant learning rate while collecting.")
@@ -399,14 +401,14 @@ class MultiPreset:
 
 MULTI_PRESETS: dict[str, dict[str, MultiPreset]] = {
     "lenet5": {
-        "tiny": MultiPreset(dataclasses.replace(_LENET["tiny"], epochs=3, swa_start=2, samples=3, n_val=0), 2, 10),
-        "smoke": MultiPreset(dataclasses.replace(_LENET["smoke"], n_train=4000, epochs=20, swa_start=11, samples=10,
+        "tiny": MultiPreset(dataclasses.replace(_LENET["tiny"], epochs=3, swa_start=1, samples=3, n_val=0), 2, 10),
+        "smoke": MultiPreset(dataclasses.replace(_LENET["smoke"], n_train=4000, epochs=20, swa_start=10, samples=10,
                                                  n_val=0), 4, 200),
         "paper": MultiPreset(_LENET["paper"], 10, None),
     },
     "preresnet20": {
         "tiny": MultiPreset(dataclasses.replace(_PRERESNET["tiny"], n_val=0, n_test=100), 2, 5),
-        "smoke": MultiPreset(dataclasses.replace(_PRERESNET["smoke"], n_train=2000, epochs=10, swa_start=6,
+        "smoke": MultiPreset(dataclasses.replace(_PRERESNET["smoke"], n_train=2000, epochs=10, swa_start=5,
                                                  samples=4, n_val=0, n_test=1000), 3, 30),
         # run_multiswag.sh: 20 samples per SWAG model.
         "paper": MultiPreset(dataclasses.replace(_PRERESNET["paper"], samples=20), 10, None),
@@ -578,7 +580,7 @@ def _multiswag_summary(run, preset: SwagPreset, models: int, curves: dict, names
     from tfbdl.data.corruptions import SEVERITIES
 
     test = curves["test"]
-    lines = [f"{models} independent {preset.model} runs ({preset.epochs} epochs, SWAG from epoch {preset.swa_start} "
+    lines = [f"{models} independent {preset.model} runs ({preset.epochs} epochs, SWAG after epoch {preset.swa_start} "
              f"at lr {preset.swa_lr}, {preset.samples} samples each) on {n_train} training images; test NLL "
              f"of the average of the first k models ({n_test} test images).", "",
              "| models | " + " | ".join(METHODS.values()) + " |", "|---:|" + "---:|" * len(METHODS)]

@@ -14,7 +14,7 @@ from tfbdl.errors import InvalidOptionError
 def test_every_preset_collects_at_least_one_snapshot_and_paper_keeps_the_reference_schedule():
     for model, by_scale in PRESETS.items():
         for scale, preset in by_scale.items():
-            assert 1 <= preset.swa_start <= preset.epochs, (model, scale)
+            assert 1 <= preset.swa_start < preset.epochs, (model, scale)
             assert preset.model == model
     for model in ("preresnet20", "vgg16", "vgg16_bn"):
         paper = PRESETS[model]["paper"]
@@ -67,3 +67,38 @@ def test_temperature_scaling_fits_on_validation_and_keeps_test_classes():
     np.testing.assert_array_equal(scaled["sgd"].argmax(axis=1), probs[150:].argmax(axis=1))
     test_nll = lambda p: -np.mean(np.log(p[np.arange(150), labels[150:]]))  # noqa: E731
     assert test_nll(scaled["sgd"]) < test_nll(probs[150:])
+
+
+def _reference_collection_epochs(epochs: int, swag_start: float) -> list[int]:
+    """The 1-based epochs after which run_swag.py collects: ``(epoch + 1) > swag_start``, epoch 0-based."""
+    return [epoch + 1 for epoch in range(epochs) if (epoch + 1) > swag_start]
+
+
+def test_snapshots_follow_the_reference_rule_for_every_preset():
+    import types
+
+    from tfbdl.bayes.swag import SWAGCollector
+
+    class CountingSwag:
+        def __init__(self):
+            self.collected = []
+
+        def collect(self, *args, **kwargs):
+            self.collected.append(self.epoch)
+
+        @property
+        def count(self):  # what the collector reports after each epoch
+            return types.SimpleNamespace(numpy=lambda: len(self.collected))
+
+    for model, by_scale in PRESETS.items():
+        for scale, preset in by_scale.items():
+            swag = CountingSwag()
+            collector = SWAGCollector(swag, start_epoch=preset.swa_start)
+            for epoch in range(preset.epochs):  # the Trainer's 0-based epochs
+                swag.epoch = epoch + 1
+                collector.on_epoch_end(None, epoch, {})
+            assert swag.collected == _reference_collection_epochs(preset.epochs, preset.swa_start), (model, scale)
+    assert _reference_collection_epochs(300, 161)[0] == 162  # the CIFAR runs first collect after epoch 162
+    paper = PRESETS["lenet5"]["paper"]
+    assert (paper.epochs, paper.swa_start, paper.lr_init, paper.swa_lr) == (50, 25, 0.05, 0.01)
+    assert (paper.weight_decay, paper.prior_var, paper.batch_size, paper.dataset) == (0.0, 0.1, 128, "mnist")
