@@ -7,6 +7,7 @@ import gzip
 import http.server
 import threading
 import time
+import urllib.error
 
 import numpy as np
 import pytest
@@ -249,3 +250,21 @@ def test_offline_error_names_file_address_and_folder(isolated_data):
     assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz" in message
     assert str(isolated_data / "cifar10") in message
     assert not [p for p in (isolated_data / "cifar10").glob("*") if not p.name.endswith(".lock")]
+
+
+def test_a_silent_host_costs_one_timeout_per_process(isolated_data, monkeypatch):
+    asked = []
+
+    def silent(url, timeout=60.0, headers=None):
+        asked.append(url)
+        raise urllib.error.URLError(TimeoutError("timed out"))
+
+    monkeypatch.setattr(files, "open_url", silent)
+    spec = datasets.DATASETS["mnist"]
+    monkeypatch.setitem(datasets.DATASETS, "mnist", dataclasses.replace(
+        spec, files={r: dataclasses.replace(f, mirrors=()) for r, f in spec.files.items()}))
+    train = load_for_run("mnist", "train", "smoke", data_dir=isolated_data)
+    test = load_for_run("mnist", "test", "smoke", data_dir=isolated_data)
+    assert len(asked) == 1  # the other three files did not wait for the same host again
+    assert f"sent nothing for {files.FALLBACK_TIMEOUT:g} s" in train.provenance["reason"]
+    assert "stalled" in test.provenance["reason"]

@@ -118,11 +118,11 @@ def verify_content(path: Path, remote: RemoteFile) -> bytes:
 # How long a download may wait for the server (to connect, or between two reads) before it
 # counts as stalled. Runs that can fall back to embedded data use the short one.
 DOWNLOAD_TIMEOUT = 60.0
-FALLBACK_TIMEOUT = 10.0
+FALLBACK_TIMEOUT = 5.0
 _CHUNK = 1 << 20
 
-# Hosts that could not be reached in this process: later files skip them at once instead of
-# waiting for the same failure again (a run reads several files of one dataset).
+# Hosts that could not be connected to (refused, unresolved or silent) in this process: later
+# files skip them at once instead of waiting for the same failure again (a run reads several files).
 _unreachable: dict[str, str] = {}
 
 
@@ -229,8 +229,7 @@ def _transfer(url: str, partial: Path, remote: RemoteFile, *, progress: bool, ti
         raise _TransferError(f"HTTP {error.code} {error.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         reason = _short_reason(error, timeout)
-        if not isinstance(error, TimeoutError) and not _is_timeout(error):
-            _unreachable[urllib.parse.urlsplit(url).netloc] = reason
+        _unreachable[urllib.parse.urlsplit(url).netloc] = reason  # no connection: do not wait for it again
         raise _TransferError(reason) from None
     with response:
         resumed = offset and getattr(response, "status", 200) == 206
