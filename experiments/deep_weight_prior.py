@@ -697,10 +697,27 @@ def _vae_summary(preset: VaePreset, metrics: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _load_vaes(vae_run) -> dict:
+RELEASE_VAE_FILES = {7: "vae7x7.npz", 5: "vae5x5.npz"}
+
+
+def _load_vaes(source) -> dict:
+    """Kernel size -> KernelVAE, from a finished VAE stage (a RunDir) or from a folder holding the
+    release's ``vae7x7.npz`` and ``vae5x5.npz`` (a ``pathlib.Path``)."""
     from tfbdl.dwp.vae import KernelVAE
 
-    return {k: KernelVAE.load(vae_run.path / f"kernel_vae_{k}x{k}.h5") for k in KERNEL_SIZES}
+    if isinstance(source, pathlib.Path):
+        return {k: KernelVAE.from_release(source / RELEASE_VAE_FILES[k]) for k in KERNEL_SIZES}
+    return {k: KernelVAE.load(source.path / f"kernel_vae_{k}x{k}.h5") for k in KERNEL_SIZES}
+
+
+def release_vae_folder(folder) -> pathlib.Path:
+    """``--release-vaes``: a folder with the release's ``vae7x7.npz`` and ``vae5x5.npz``."""
+    path = pathlib.Path(folder)
+    missing = [name for name in RELEASE_VAE_FILES.values() if not (path / name).is_file()]
+    if missing:
+        raise InvalidOptionError(f"--release-vaes {folder}: {', '.join(missing)} not found there; the folder must "
+                                 f"hold the deep weight prior release's {' and '.join(RELEASE_VAE_FILES.values())}")
+    return path.resolve()
 
 
 # --------------------------------------------------------------------------- 4. Bayesian networks
@@ -1372,6 +1389,9 @@ splits_option = click.option("--splits", type=click.IntRange(min=1), default=Non
 @click.option("--vae-run", type=click.Path(file_okay=False, path_type=str), default=None,
               help="A finished `tfbdl dwp train-vae` (or `tfbdl dwp run`) directory; needed for --prior dwp and "
                    "--init dwp.")
+@click.option("--release-vaes", type=click.Path(file_okay=False, path_type=str), default=None,
+              help="Instead of --vae-run: a folder with the deep weight prior release's trained kernel VAEs "
+                   "(vae7x7.npz, vae5x5.npz; see KernelVAE.from_release).")
 @prior_option
 @init_option
 @sizes_option
@@ -1393,17 +1413,24 @@ splits_option = click.option("--splits", type=click.IntRange(min=1), default=Non
 @click.option("--log-sigma2-init", type=float, default=None, callback=_finite,
               help="Initial log sigma^2 of every kernel entry of the posterior (paper: -10).")
 @common_run_options
-def train_bnn_command(vae_run, priors, init, sizes, splits, epochs, widths, batch_size, lr, n_test, test_samples,
-                      dwp_samples, dwp_antithetic, log_sigma2_init, scale, out, data_dir, seed, resume):
+def train_bnn_command(vae_run, release_vaes, priors, init, sizes, splits, epochs, widths, batch_size, lr, n_test,
+                      test_samples, dwp_samples, dwp_antithetic, log_sigma2_init, scale, out, data_dir, seed, resume):
     """Variational Bayesian fconv on the target (MNIST) with few examples, one prior per run on both
     convolutions; writes the table prior x number of examples -> test accuracy (mean ± std over splits)."""
     preset = _bnn_preset(scale, priors=priors, init=init, sizes=sizes, splits=splits, epochs=epochs, widths=widths,
                          batch_size=batch_size, lr=lr, n_test=n_test, test_samples=test_samples,
                          dwp_samples=dwp_samples, dwp_antithetic=dwp_antithetic,
                          log_sigma2_init=log_sigma2_init)
-    vaes = _vae_input(vae_run, "dwp" in preset.priors or preset.init == "dwp", "--prior dwp / --init dwp")
-    run = _standalone("bnn", preset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
-                      vae_run=str(vaes.path.resolve()) if vaes is not None else None)
+    if release_vaes is not None:
+        if vae_run is not None:
+            raise InvalidOptionError("give either --vae-run or --release-vaes, not both")
+        vaes = release_vae_folder(release_vaes)
+        run = _standalone("bnn", preset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
+                          release_vaes=str(vaes))
+    else:
+        vaes = _vae_input(vae_run, "dwp" in preset.priors or preset.init == "dwp", "--prior dwp / --init dwp")
+        run = _standalone("bnn", preset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
+                          vae_run=str(vaes.path.resolve()) if vaes is not None else None)
     if not run.is_complete:
         stage_bnn(run, preset, vaes, scale=scale, data_dir=data_dir, seed=seed)
     _done(run, "train-bnn")

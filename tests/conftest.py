@@ -53,3 +53,10 @@ def pin_checksum(monkeypatch, dataset: str, role: str, content: bytes) -> None:
                                  archive_md5=None)
     monkeypatch.setitem(datasets.DATASETS, dataset,
                         dataclasses.replace(spec, files={**spec.files, role: remote}))
+
+
+def release_dir() -> Path:
+    """The deep weight prior release's files: ``$TFBDL_REFERENCE_DIR/deep_weight_prior``, else
+    ``../shared/reference/deep_weight_prior`` beside the repository (never inside it)."""
+    root = os.environ.get("TFBDL_REFERENCE_DIR") or Path(__file__).resolve().parents[2] / "shared" / "reference"
+    return Path(root) / "deep_weight_prior"

@@ -20,6 +20,7 @@ from experiments.deep_weight_prior import (
     prior_comparison,
     stratified_splits,
 )
+from tests.conftest import release_dir
 from tfbdl.errors import InvalidOptionError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,3 +224,28 @@ def test_log_sigma2_init_must_be_finite(value, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "--log-sigma2-init" in result.stderr and "must be a finite number" in result.stderr
     assert not any(tmp_path.iterdir())  # refused before any run directory is made
+
+
+def test_train_bnn_with_the_releases_vaes(shared_data_dir, tmp_path):
+    folder = release_dir()
+    if not (folder / "vae7x7.npz").is_file():
+        pytest.skip(f"the deep weight prior release's VAEs are not in {folder}")
+    result = _tfbdl("dwp", "train-bnn", "--release-vaes", str(folder), "--prior", "dwp", "--sizes", "50",
+                    "--splits", "1", "--epochs", "3", "--scale", "tiny", "--out", str(tmp_path),
+                    "--data-dir", str(shared_data_dir))
+    assert result.returncode == 0, result.stderr
+    (run_dir,) = (tmp_path / "dwp-bnn").iterdir()
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["config"]["release_vaes"] == str(folder.resolve())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (row,) = metrics["runs"]
+    assert row["prior"] == "dwp" and row["examples"] == 50 and 0.0 <= row["accuracy"] <= 1.0
+
+
+def test_release_vaes_option_errors_are_one_line(tmp_path):
+    missing = _tfbdl("dwp", "train-bnn", "--release-vaes", str(tmp_path), "--scale", "tiny", "--out", str(tmp_path))
+    assert missing.returncode == 1 and "vae7x7.npz, vae5x5.npz not found there" in missing.stderr
+    both = _tfbdl("dwp", "train-bnn", "--release-vaes", str(tmp_path), "--vae-run", str(tmp_path), "--scale", "tiny",
+                  "--out", str(tmp_path))
+    assert both.returncode == 1 and "not both" in both.stderr
+    assert "Traceback" not in missing.stderr + both.stderr

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from tests.conftest import release_dir
+
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
@@ -285,17 +287,8 @@ def test_figures_are_png(tmp_path, k, latent):
 # --------------------------------------------------------------------------- the release's VAEs
 
 
-def _reference_dir():
-    """The deep weight prior release's files: $TFBDL_REFERENCE_DIR, else ../shared/reference."""
-    import os
-    from pathlib import Path
-
-    root = os.environ.get("TFBDL_REFERENCE_DIR") or Path(__file__).resolve().parents[2] / "shared" / "reference"
-    return Path(root) / "deep_weight_prior"
-
-
 def _release_file(name):
-    path = _reference_dir() / name
+    path = release_dir() / name
     if not path.is_file():
         pytest.skip(f"the deep weight prior release's {name} is not at {path}")
     return path
