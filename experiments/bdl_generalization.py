@@ -321,8 +321,17 @@ def _summary(run, preset: SwagPreset, metrics: dict) -> str:
         lines += [_metric_row(f"{name.upper()} + temperature {metrics['temperature'][name]:.2f}", row)
                   for name, row in metrics["test_temperature_scaled"].items()]
         lines += ["", f"Temperatures fitted on {metrics['n_val']} training images held out from training."]
-    lines += ["", f"Data: {run_data_line(run)}."]
+    lines += ["", swag_verdict(metrics["test"]), "", f"Data: {run_data_line(run)}."]
     return "\n".join(lines) + "\n"
+
+
+def swag_verdict(test: dict) -> str:
+    """One measured sentence on the paper's claim that SWAG's test NLL is below SGD's."""
+    sgd, swag = test["sgd"]["nll"], test["swag"]["nll"]
+    if swag < sgd:
+        return f"As in the paper, SWAG's test NLL is below SGD's here ({swag:.4f} vs {sgd:.4f})."
+    return (f"Unlike the paper, SWAG's test NLL is not below SGD's here ({swag:.4f} vs {sgd:.4f}); with so few "
+            f"images and epochs this run cannot show the paper's claim.")
 
 
 @click.group("bdl")
@@ -528,8 +537,18 @@ def _curves_figure(run, curves: dict) -> None:
     ax.set_xlabel("number of independently trained models")
     ax.set_ylabel("test NLL")
     ax.legend(fontsize=8)
-    ax.set_title("NLL falls with the number of models", fontsize=9)
+    ax.set_title(curve_title(curves), fontsize=7)
     save_figure(fig, run.file("multiswag_nll.png"))
+
+
+def curve_title(curves: dict) -> str:
+    """What the curves show, measured: for each method, whether its test NLL fell from 1 to all models."""
+    parts = []
+    for name, label in METHODS.items():
+        first, last = curves[name][0]["nll"], curves[name][-1]["nll"]
+        verb = "falls" if last < first else "does not fall"
+        parts.append(f"{label} {verb} ({first:.3f} → {last:.3f})")
+    return "\n".join(parts)
 
 
 def _mean_over_corruptions(curves: dict, names, severity: int, method: str) -> np.ndarray:

@@ -102,3 +102,20 @@ def test_snapshots_follow_the_reference_rule_for_every_preset():
     paper = PRESETS["lenet5"]["paper"]
     assert (paper.epochs, paper.swa_start, paper.lr_init, paper.swa_lr) == (50, 25, 0.05, 0.01)
     assert (paper.weight_decay, paper.prior_var, paper.batch_size, paper.dataset) == (0.0, 0.1, 128, "mnist")
+
+
+def test_the_multiswag_title_states_what_was_measured():
+    from experiments.bdl_generalization import curve_title
+
+    curves = {"sgd": [{"nll": 0.6}, {"nll": 0.5}], "swa": [{"nll": 0.4}, {"nll": 0.45}], "swag": [{"nll": 0.5}]}
+    assert curve_title(curves).split("\n") == ["Deep ensembles falls (0.600 → 0.500)",
+                                               "MultiSWA does not fall (0.400 → 0.450)",
+                                               "MultiSWAG does not fall (0.500 → 0.500)"]
+
+
+def test_the_swag_summary_says_whether_the_claim_was_seen():
+    from experiments.bdl_generalization import swag_verdict
+
+    assert swag_verdict({"sgd": {"nll": 0.30}, "swag": {"nll": 0.25}}).startswith("As in the paper")
+    assert "(0.3100 vs 0.3000)" in swag_verdict({"sgd": {"nll": 0.30}, "swag": {"nll": 0.31}})
+    assert swag_verdict({"sgd": {"nll": 0.30}, "swag": {"nll": 0.31}}).startswith("Unlike the paper")
