@@ -12,7 +12,7 @@ import dataclasses
 import click
 import numpy as np
 
-from experiments.common import open_run, record_run, run_data_line
+from experiments.common import open_run, record_run, run_data_line, typed_option
 from experiments.options import common_run_options
 from tfbdl.data.subsets import seeded_subset
 from tfbdl.errors import InvalidOptionError
@@ -233,7 +233,7 @@ def temperature_scaled(val_probs: dict, y_val, test_probs: dict) -> tuple[dict, 
 
 
 def run_swag(*, preset: SwagPreset, scale: str, out: str, data_dir, seed: int, resume: bool, strategy: str,
-             label_file=None, val_typed: bool = False):
+             label_file=None):
     from tfbdl.metrics import classification_metrics
 
     config = {"experiment": EXPERIMENT, "scale": scale, "seed": seed, "data_dir": data_dir, "strategy": strategy,
@@ -247,7 +247,7 @@ def run_swag(*, preset: SwagPreset, scale: str, out: str, data_dir, seed: int, r
     eval_sets = {"test": x_test}
     if preset.n_val:
         x_train, y_train, eval_sets["val"], y_val = split_validation(
-            x_train, y_train, preset.n_val, seed, provenance[0], "--val-size" if val_typed else None)
+            x_train, y_train, preset.n_val, seed, provenance[0], typed_option("n_val", "--val-size"))
     run.record_data(provenance)
     probs = train_member(run, preset, (x_train, y_train), num_classes=num_classes, seed=seed, strategy=strategy,
                          eval_sets=eval_sets)
@@ -391,7 +391,7 @@ def swag_command(model, epochs, swa_start, lr_init, swa_lr, wd, prior_var, max_r
     if label_file and preset.label_corruption:
         raise InvalidOptionError("give either --label-arr or --label-corruption, not both")
     run = run_swag(preset=preset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
-                   strategy=strategy, label_file=label_file, val_typed=n_val is not None)
+                   strategy=strategy, label_file=label_file)
     click.echo(f"bdl swag run written to {run.path}")
 
 
@@ -658,7 +658,7 @@ CORRUPT_SIZES = {"tiny": 200, "smoke": 2000, "paper": None}
 
 
 def run_make_cifar_c(*, dataset: str, scale: str, out: str, data_dir, seed: int, resume: bool, n_images,
-                     texture_dir=None, typed: bool = False):
+                     texture_dir=None):
     """Write every corruption at severities 1-5 of the test images as .npz files in the run."""
     from tfbdl.data import load_for_run
     from tfbdl.data.corruptions import CORRUPTIONS, FROST_DIR_ENV, make_corrupted_set
@@ -674,7 +674,7 @@ def run_make_cifar_c(*, dataset: str, scale: str, out: str, data_dir, seed: int,
         record_run(run)
         return run
     test = load_for_run(dataset, "test", scale, data_dir)
-    n_images = test.fit_count(n_images, option="--n-images" if typed else None) if n_images is not None else None
+    n_images = test.fit_count(n_images, option=typed_option("n_images")) if n_images is not None else None
     run.record_data([test.provenance])
     keep = np.arange(test.labels.size) if n_images is None else \
         np.sort(np.random.default_rng(seed).permutation(test.labels.size)[:n_images])
@@ -718,6 +718,5 @@ def _corruption_grid(run, clean: np.ndarray, paths: dict) -> None:
 def make_cifar_c_command(dataset, n_images, texture_dir, scale, out, data_dir, seed, resume):
     """The CIFAR-10-C corruptions (Hendrycks & Dietterich) of the test set, 5 severities each."""
     run = run_make_cifar_c(dataset=dataset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
-                           n_images=n_images or CORRUPT_SIZES[scale], texture_dir=texture_dir,
-                           typed=n_images is not None)
+                           n_images=n_images or CORRUPT_SIZES[scale], texture_dir=texture_dir)
     click.echo(f"corrupted sets written to {run.path / 'corrupted'}")

@@ -45,7 +45,7 @@ import click
 import numpy as np
 
 from experiments.bdl_generalization import bdl
-from experiments.common import open_run, record_run, run_data_line
+from experiments.common import open_run, record_run, run_data_line, typed_option
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -196,9 +196,9 @@ def load_data(preset: RethinkingPreset, scale: str, data_dir, seed: int) -> Reth
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(preset.dataset, split, scale, data_dir) for split in ("train", "test"))
-    keep = train.subset(preset.n_train, seed)
+    keep = train.subset(preset.n_train, seed, option=typed_option("n_train"))
     x_train, y_train = train.images[keep].astype(np.float32) / 255.0, train.labels[keep]
-    keep = test.subset(preset.n_test, seed + 1)
+    keep = test.subset(preset.n_test, seed + 1, option=typed_option("n_test"))
     x_test, y_test = test.images[keep].astype(np.float32) / 255.0, test.labels[keep]
     num_classes, provenance = train.num_classes, [train.provenance, test.provenance]
     n_gp = y_train.size if preset.n_gp is None else preset.n_gp

@@ -47,7 +47,16 @@ def run_data_line(run) -> str:
     return data_line(json.loads(run.file("config.json").read_text(encoding="utf-8")).get("data") or [])
 
 
-def typed_sizes(**options) -> dict[str, str]:
-    """The size options the user typed (not None), as field -> option, e.g. ``{'n_train': '--n-train'}``:
-    those are never reduced to fit the data."""
-    return {name: "--" + name.replace("_", "-") for name, value in options.items() if value is not None}
+def typed_option(name: str, flag: str | None = None) -> str | None:
+    """``flag`` (default ``--name-with-dashes``) when the running command's parameter ``name`` was
+    typed on the command line, else None (a preset value, or no command running, as in tests and
+    data resolvers). Sizes the user typed are never reduced to fit the data: they are errors."""
+    import click
+    from click.core import ParameterSource
+
+    context = click.get_current_context(silent=True)
+    if context is None or name not in context.params:
+        return None
+    if context.get_parameter_source(name) != ParameterSource.COMMANDLINE:
+        return None
+    return flag or "--" + name.replace("_", "-")

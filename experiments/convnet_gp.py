@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from experiments.common import data_line, open_run, record_run, typed_sizes
+from experiments.common import data_line, open_run, record_run, typed_option
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError, TfbdlError
 
@@ -54,21 +54,22 @@ def resolve(scale: str, n_train, n_test, block) -> Preset:
     return preset
 
 
-def load_inputs(dataset: str, scale: str, data_dir, preset: Preset, seed: int, typed=None):
+def load_inputs(dataset: str, scale: str, data_dir, preset: Preset, seed: int, options=None):
     """Training and test images as float [N, H*W*C] in [0, 1], labels, and provenance records.
 
     A preset size larger than the data is reduced to what exists (noted in the provenance);
-    one in ``typed`` (see :func:`typed_sizes`) that cannot be met is an InvalidOptionError.
+    one the user typed (:func:`~experiments.common.typed_option`; ``options`` maps a field to the
+    option to name instead) that cannot be met is an InvalidOptionError.
     """
     from tfbdl.data import load_for_run
 
-    typed = typed or {}
     train = load_for_run(dataset, "train", scale, data_dir)
     test = load_for_run(dataset, "test", scale, data_dir)
     rng = np.random.default_rng(seed)
 
     def take(loaded, n, field):
-        n = None if n is None else loaded.fit_count(n, option=typed.get(field))
+        option = (options or {}).get(field, typed_option(field))
+        n = None if n is None else loaded.fit_count(n, option=option)
         keep = np.sort(rng.permutation(loaded.labels.size)[:n]) if n is not None else np.arange(loaded.labels.size)
         images = loaded.images[keep].astype(np.float64) / 255.0  # scaled in float64, cast later
         return images.reshape(len(keep), -1), loaded.labels[keep], keep
@@ -99,7 +100,7 @@ def kernel_config(kernel: str, kind: str, dtype: str, dataset: str, scale: str, 
 
 
 def save_kernels(*, kernel: str, kind: str, dtype: str, dataset: str, scale: str, out: str, data_dir, seed: int,
-                 resume: bool, preset: Preset, shard=(0, 1), progress: bool = True, typed=None):
+                 resume: bool, preset: Preset, shard=(0, 1), progress: bool = True):
     """Compute (or resume) this shard's kernel blocks; returns (run, kernel file path, seconds)."""
     import tensorflow as tf
 
@@ -110,7 +111,7 @@ def save_kernels(*, kernel: str, kind: str, dtype: str, dataset: str, scale: str
     config = kernel_config(kernel, kind, dtype, dataset, scale, seed, preset, data_dir)
     run = open_run(EXPERIMENT, config, out=out, scale=scale, resume=resume)
     (x_train, y_train, train_idx, x_test, y_test, test_idx, image_shape,
-     provenance, described) = load_inputs(dataset, scale, data_dir, preset, seed, typed)
+     provenance, described) = load_inputs(dataset, scale, data_dir, preset, seed)
     run.record_data(provenance)
     if not run.file(DATA_FILE).exists():
         with atomic_path(run.file(DATA_FILE)) as temp:
@@ -193,8 +194,7 @@ def save_kernels_command(kernel, kind, dataset, n_train, n_test, block, dtype, s
     shard_pair = parse_shard(shard)
     preset = resolve(scale, n_train, n_test, block)
     run, path, seconds = save_kernels(kernel=kernel, kind=kind, dtype=dtype, dataset=dataset, scale=scale, out=out,
-                                      data_dir=data_dir, seed=seed, resume=resume, preset=preset, shard=shard_pair,
-                                      typed=typed_sizes(n_train=n_train, n_test=n_test))
+                                      data_dir=data_dir, seed=seed, resume=resume, preset=preset, shard=shard_pair)
     status = kernel_file_status(path)
     click.echo(f"{path}: {status['done']}/{status['total']} tasks done ({seconds:.1f} s this run)")
 
@@ -234,14 +234,13 @@ def classify_command(kernel_file, val_fraction, seed):
 def run_command(kernel, kind, dataset, n_train, n_test, block, dtype, scale, out, data_dir, seed, resume):
     """The registered experiment: kernel matrices, exact GP classification, summary and figures."""
     run = run_experiment(kernel=kernel, kind=kind, dataset=dataset, preset=resolve(scale, n_train, n_test, block),
-                         dtype=dtype, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
-                         typed=typed_sizes(n_train=n_train, n_test=n_test))
+                         dtype=dtype, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume)
     click.echo(f"convnet-gp run written to {run.path}")
 
 
-def run_experiment(*, kernel, kind, dataset, preset, dtype, scale, out, data_dir, seed, resume, typed=None):
+def run_experiment(*, kernel, kind, dataset, preset, dtype, scale, out, data_dir, seed, resume):
     run, path, seconds = save_kernels(kernel=kernel, kind=kind, dtype=dtype, dataset=dataset, scale=scale, out=out,
-                                      data_dir=data_dir, seed=seed, resume=resume, preset=preset, typed=typed)
+                                      data_dir=data_dir, seed=seed, resume=resume, preset=preset)
     if run.is_complete:
         record_run(run)
         return run
@@ -326,7 +325,7 @@ SEARCH_PRESETS = {
 }
 
 
-def run_search(*, dataset, scale, out, data_dir, seed, resume, preset: SearchPreset, typed=None):
+def run_search(*, dataset, scale, out, data_dir, seed, resume, preset: SearchPreset):
     """Random search scored by exact-GP validation accuracy, then marginal-likelihood optimisation."""
     from tfbdl.gp.exact import classify
     from tfbdl.gp.hyperparams import optimize_marginal_likelihood, random_search
@@ -340,8 +339,9 @@ def run_search(*, dataset, scale, out, data_dir, seed, resume, preset: SearchPre
         record_run(run)
         return run
     sizes = Preset(n_train=preset.n_train + preset.n_val, n_test=1, block=1)
+    typed = typed_option("n_train") or typed_option("n_val")
     x, y, _, _, _, _, image_shape, provenance, _ = load_inputs(
-        dataset, scale, data_dir, sizes, seed, {"n_train": "--n-train + --n-val"} if typed else None)
+        dataset, scale, data_dir, sizes, seed, {"n_train": "--n-train + --n-val" if typed else None})
     run.record_data(provenance[:1])
     order = np.random.default_rng(seed).permutation(y.size)
     train, val = order[:preset.n_train], order[preset.n_train:]
@@ -418,6 +418,5 @@ def search_command(dataset, trials, n_train, n_val, ml_steps, ml_points, scale, 
     base = SEARCH_PRESETS[scale]
     preset = SearchPreset(trials or base.trials, n_train or base.n_train, n_val or base.n_val,
                           base.ml_steps if ml_steps is None else ml_steps, ml_points or base.ml_points)
-    run = run_search(dataset=dataset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume, preset=preset,
-                     typed=typed_sizes(n_train=n_train, n_val=n_val))
+    run = run_search(dataset=dataset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume, preset=preset)
     click.echo(f"search written to {run.path}")

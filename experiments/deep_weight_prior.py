@@ -38,7 +38,7 @@ import pathlib
 import click
 import numpy as np
 
-from experiments.common import data_line, open_run, record_run
+from experiments.common import data_line, open_run, record_run, typed_option
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -445,8 +445,8 @@ def _source_data(preset: SourcePreset, scale: str, data_dir, seed: int) -> tuple
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(_SOURCE_DATA, split, scale, data_dir) for split in ("train", "test"))
-    keep = train.subset(preset.n_train, _child_seed(seed, _SEED_SUBSET))
-    keep_test = test.subset(preset.n_test, _child_seed(seed, _SEED_TEST))
+    keep = train.subset(preset.n_train, _child_seed(seed, _SEED_SUBSET), option=typed_option("n_train"))
+    keep_test = test.subset(preset.n_test, _child_seed(seed, _SEED_TEST), option=typed_option("n_test"))
     data = {"x_train": _images(train.images[keep]), "y_train": train.labels[keep],
             "x_test": _images(test.images[keep_test]), "y_test": test.labels[keep_test],
             "num_classes": train.num_classes, "describe": train.describe()}
@@ -727,7 +727,7 @@ def _target_data(scale: str, data_dir, n_test: int | None, seed: int) -> tuple[d
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(_TARGET_DATA, split, scale, data_dir) for split in ("train", "test"))
-    keep_test = test.subset(n_test, _child_seed(seed, _SEED_TEST))
+    keep_test = test.subset(n_test, _child_seed(seed, _SEED_TEST), option=typed_option("n_test"))
     data = {"x_train": _images(train.images), "y_train": train.labels,
             "x_test": _images(test.images[keep_test]), "y_test": test.labels[keep_test],
             "num_classes": train.num_classes}

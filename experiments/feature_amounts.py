@@ -26,7 +26,7 @@ import json
 import click
 import numpy as np
 
-from experiments.common import open_run, record_run, run_data_line
+from experiments.common import open_run, record_run, run_data_line, typed_option
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -102,8 +102,8 @@ def load_data(preset: Preset, scale: str, data_dir, seed: int):
     from tfbdl.data import load_for_run
 
     train, test = (load_for_run(preset.dataset, split, scale, data_dir) for split in ("train", "test"))
-    keep = train.subset(preset.n_train, seed)
-    val = test.subset(preset.n_val, seed + 1)
+    keep = train.subset(preset.n_train, seed, option=typed_option("n_train"))
+    val = test.subset(preset.n_val, seed + 1, option=typed_option("n_val"))
     return (prepare_images(train.images[keep], preset.gcn), train.labels[keep],
             prepare_images(test.images[val], preset.gcn), test.labels[val], train.num_classes,
             [train.provenance, test.provenance])

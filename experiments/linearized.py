@@ -50,7 +50,7 @@ import time
 import click
 import numpy as np
 
-from experiments.common import data_line, open_run, record_run, typed_sizes
+from experiments.common import data_line, open_run, record_run, typed_option
 from experiments.options import common_run_options
 from tfbdl.errors import InvalidOptionError
 
@@ -331,25 +331,23 @@ def standardize(x_train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [((x - mean) / std).astype(np.float32) for x in (x_train, *others)]
 
 
-def load_subset(dataset: str, n_train: int, n_test: int, *, scale: str, data_dir, seed: int, pair=None,
-                typed=None):
+def load_subset(dataset: str, n_train: int, n_test: int, *, scale: str, data_dir, seed: int, pair=None):
     """Class-balanced training and test images (standardised) and their classes.
 
     With ``pair`` only those two classes are kept. A preset size beyond the data is reduced to
-    all there is (noted); one in ``typed`` (see :func:`experiments.common.typed_sizes`) is an
+    all there is (noted); one the user typed (:func:`experiments.common.typed_option`) is an
     error. Returns ``(x_train, c_train, x_test, c_test, provenance)``, the classes being the
     dataset's own (0..9).
     """
     from tfbdl.data import load_for_run
 
-    typed = typed or {}
     parts, provenance = [], []
     for split, n, split_seed in (("train", n_train, seed), ("test", n_test, seed + 1)):
         loaded = load_for_run(dataset, split, scale, data_dir)
         provenance.append(loaded.provenance)
         labels = loaded.labels
         pool = np.flatnonzero(np.isin(labels, pair)) if pair is not None else np.arange(labels.size)
-        n = loaded.fit_count(n, option=typed.get(f"n_{split}"), available=pool.size,
+        n = loaded.fit_count(n, option=typed_option(f"n_{split}"), available=pool.size,
                              what="images" if pair is None else f"images of classes {pair[0]} and {pair[1]}")
         keep = pool if n == pool.size else pool[balanced_indices(labels[pool], n, split_seed)]
         parts += [to_inputs(loaded.images[keep], dataset), labels[keep]]
@@ -561,14 +559,14 @@ def _pct(value: float) -> str:
 # --------------------------------------------------------------------------- compute-ntk
 
 
-def stage_compute_ntk(run, preset: NTKPreset, *, scale: str, data_dir, seed: int, typed=None) -> dict:
+def stage_compute_ntk(run, preset: NTKPreset, *, scale: str, data_dir, seed: int) -> dict:
     """The NTK at initialisation on the subset, its eigendecomposition and the spectrum figure, in ``run``."""
     from tfbdl.io import atomic_path
     from tfbdl.ntk.eigen import ntk_eigendecomposition, save_eigen
     from tfbdl.ntk.empirical import compute_ntk
 
     x_train, c_train, x_test, c_test, provenance = load_subset(preset.dataset, preset.n_train, preset.n_test,
-                                                               scale=scale, data_dir=data_dir, seed=seed, typed=typed)
+                                                               scale=scale, data_dir=data_dir, seed=seed)
     run.record_data(provenance)
     x = np.concatenate([x_train, x_test])
     net = build_net(preset.net, x.shape[1:], seed)
@@ -1122,13 +1120,13 @@ def pretrained_summary(preset: PretrainedPreset, metrics: dict) -> str:
 # --------------------------------------------------------------------------- train-cifar2
 
 
-def stage_cifar2(run, preset: Cifar2Preset, *, scale: str, data_dir, seed: int, typed=None) -> dict:
+def stage_cifar2(run, preset: Cifar2Preset, *, scale: str, data_dir, seed: int) -> dict:
     """The binary task learnt by the network and its linearization; curves and summary in ``run``."""
     from tfbdl.data.subsets import binary_pair
 
     x_train, c_train, x_test, c_test, provenance = load_subset(preset.dataset, preset.n_train, preset.n_test,
                                                                scale=scale, data_dir=data_dir, seed=seed,
-                                                               pair=preset.pair, typed=typed)
+                                                               pair=preset.pair)
     run.record_data(provenance)
     if preset.pair is None:
         y_train, y_test = halves(c_train), halves(c_test)
@@ -1373,8 +1371,7 @@ def compute_ntk_command(dataset, model, widths, activation, n_train, n_test, blo
                          num_eigvecs)
     run = _open_command("linearized-compute-ntk", scale, seed, out, resume, data_dir, ntk=preset)
     if not run.is_complete:
-        stage_compute_ntk(run, preset, scale=scale, data_dir=data_dir, seed=seed,
-                          typed=typed_sizes(n_train=n_train, n_test=n_test))
+        stage_compute_ntk(run, preset, scale=scale, data_dir=data_dir, seed=seed)
     record_run(run)
     click.echo(f"linearized compute-ntk run written to {run.path}")
 
@@ -1530,8 +1527,7 @@ def train_cifar2_command(pair, model, widths, n_train, n_test, epochs, lr, batch
     preset = resolve_cifar2(scale, pair, model, widths, n_train, n_test, epochs, lr, batch_size)
     run = _open_command("linearized-train-cifar2", scale, seed, out, resume, data_dir, cifar2=preset)
     if not run.is_complete:
-        stage_cifar2(run, preset, scale=scale, data_dir=data_dir, seed=seed,
-                     typed=typed_sizes(n_train=n_train, n_test=n_test))
+        stage_cifar2(run, preset, scale=scale, data_dir=data_dir, seed=seed)
     record_run(run)
     click.echo(f"linearized train-cifar2 run written to {run.path}")
 

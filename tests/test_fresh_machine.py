@@ -81,6 +81,14 @@ def _offline_tfbdl(tmp_path, *args):
      "--n-images 2,000 asks for more images than the 500 of fashion_mnist/test"),
     (["bdl", "swag", "--scale", "tiny", "--val-size", "900"],
      "--val-size 900 would hold out more than half of the 1,000 training images"),
+    (["bdl", "rethinking-generalization", "--scale", "tiny", "--n-test", "2000"],
+     "--n-test 2,000 asks for more images than the 500 of fashion_mnist/test"),
+    (["dwp", "train-source", "--scale", "tiny", "--n-train", "5000"],
+     "--n-train 5,000 asks for more images than the 1,000 of fashion_mnist/train"),
+    (["feature-amounts", "sweep", "--scale", "tiny", "--n-train", "5000"],
+     "--n-train 5,000 asks for more images than the 1,000 of fashion_mnist/train"),
+    (["linearized", "compute-ntk", "--scale", "tiny", "--n-train", "5000"],
+     "--n-train 5,000 asks for more images than the 1,000 of fashion_mnist/train"),
 ])
 def test_a_typed_size_that_cannot_be_met_is_one_line_naming_what_exists(tmp_path, args, needle):
     result = _offline_tfbdl(tmp_path, *args, "--out", str(tmp_path / "runs"))
