@@ -799,15 +799,14 @@ def fit_bnn_blocks(sub, model, x, y, preset: BnnPreset, seed: int) -> list[dict]
     follows ``lr * (1 - e / epochs)`` per data epoch ``e``. The checkpoint (``checkpoints/bnn``) makes
     the run resumable block by block.
     """
-    import keras
-
-    from tfbdl.dwp.bnn import bayes_layers
+    from tfbdl.dwp.bnn import bayes_layers, reference_adam
     from tfbdl.train.loop import Trainer
 
     layers = bayes_layers(model)
     block = checkpoint_block(preset.epochs, preset.block)
     steps_per_pass = -(-int(y.size) // preset.batch_size)
-    trainer = Trainer(model, lambda: keras.optimizers.Adam(preset.learning_rate), loss=_elbo_loss(layers, int(y.size)))
+    trainer = Trainer(model, lambda: reference_adam(preset.learning_rate, int(y.size)),
+                      loss=_elbo_loss(layers, int(y.size)))
     return trainer.fit(lambda e: _block_batches(x, y, preset.batch_size, block, seed, e), preset.epochs // block,
                        run_dir=sub, seed=seed, name="bnn", lr_per_step=True, steps_per_epoch=block * steps_per_pass,
                        lr_schedule=lambda t: linear_decay(preset.learning_rate, t * block, preset.epochs),

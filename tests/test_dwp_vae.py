@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import release_dir
+from tests.release_dwp_oracle import (
+    np_conv2d, np_conv_transpose2d, np_normal_log_prob, np_release_decode, np_release_encode)
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
@@ -294,85 +296,6 @@ def _release_file(name):
     return path
 
 
-# A numpy oracle of the release's models/vae.py (PyTorch semantics, NCHW, float64), read straight
-# from the state dict: independent of the Keras model and of the weight conversion.
-
-def _np_conv2d(x, weight, bias, padding=0):
-    """nn.Conv2d (stride 1): cross-correlation; weight [out, in, kh, kw], x [n, in, h, w]."""
-    n, _, h, w = x.shape
-    _, _, kh, kw = weight.shape
-    x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    ho, wo = h + 2 * padding - kh + 1, w + 2 * padding - kw + 1
-    out = np.zeros((n, weight.shape[0], ho, wo))
-    for a in range(kh):
-        for b in range(kw):
-            out += np.einsum("nchw,oc->nohw", x[:, :, a:a + ho, b:b + wo], weight[:, :, a, b])
-    return out + bias[None, :, None, None]
-
-
-def _np_conv_transpose2d(x, weight, bias, stride=1, padding=0, output_padding=0):
-    """nn.ConvTranspose2d: each input pixel (i, j) adds x * weight[c, :, a, b] at
-    (i * stride + a - padding, j * stride + b - padding); weight [in, out, kh, kw]."""
-    n, _, h, w = x.shape
-    _, c_out, kh, kw = weight.shape
-    full_h, full_w = (h - 1) * stride + kh + output_padding, (w - 1) * stride + kw + output_padding
-    out = np.zeros((n, c_out, full_h, full_w))
-    for a in range(kh):
-        for b in range(kw):
-            contrib = np.einsum("nchw,co->nohw", x, weight[:, :, a, b])
-            out[:, :, a:a + (h - 1) * stride + 1:stride, b:b + (w - 1) * stride + 1:stride] += contrib
-    out = out[:, :, padding:full_h - padding, padding:full_w - padding]
-    return out + bias[None, :, None, None]
-
-
-def _np_elu(x):
-    return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
-
-
-def _np_softplus(x):
-    """F.softplus (beta 1, threshold 20)."""
-    return np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20.0))))
-
-
-# (module, kind, padding) per layer of Encoder{7x7,5x5}.features / Decoder{7x7,5x5}.decoder, and
-# the state dict names of their heads, as in the release's models/vae.py.
-_ORACLE = {
-    7: {"enc": [(0, "c", 0), (2, "c", 0), (4, "c", 0)], "enc_var": "encoder.fc_var",
-        "dec": [(0, "t", 0), (2, "t", 0), (4, "t", 0)], "dec_mu": "decoder.fc_mu", "dec_var": "decoder.fc_var"},
-    5: {"enc": [(0, "c", 1), (2, "c", 1), (4, "c", 0), (6, "c", 0)], "enc_var": "encoder.fc_sigma",
-        "dec": [(0, "c", 0), (2, "t", 0), (4, "t", 0), (6, "c", 0)], "dec_mu": "decoder.fc_mu.0",
-        "dec_var": "decoder.fc_var.0"},
-}
-
-
-def _np_stack(sd, x, prefix, spec):
-    for idx, kind, padding in spec:
-        w, b = sd[f"{prefix}.{idx}.weight"].astype(np.float64), sd[f"{prefix}.{idx}.bias"].astype(np.float64)
-        x = _np_conv2d(x, w, b, padding) if kind == "c" else _np_conv_transpose2d(x, w, b, padding=padding)
-        x = _np_elu(x)
-    return x
-
-
-def _np_head(sd, x, name):
-    return _np_conv2d(x, sd[f"{name}.weight"].astype(np.float64), sd[f"{name}.bias"].astype(np.float64))
-
-
-def _np_release_encode(sd, k, w):
-    """Encoder{k}x{k}.forward: kernels [n, 1, k, k] -> (z_mu, z_var) [n, d, 1, 1]."""
-    h = _np_stack(sd, w, "encoder.features", _ORACLE[k]["enc"])
-    return _np_head(sd, h, "encoder.fc_mu"), _np_softplus(_np_head(sd, h, _ORACLE[k]["enc_var"]))
-
-
-def _np_release_decode(sd, k, z):
-    """Decoder{k}x{k}.forward (var 'train'): z [n, d, 1, 1] -> (mu, var) [n, 1, k, k]."""
-    h = _np_stack(sd, z, "decoder.decoder", _ORACLE[k]["dec"])
-    return _np_head(sd, h, _ORACLE[k]["dec_mu"]), _np_softplus(_np_head(sd, h, _ORACLE[k]["dec_var"]))
-
-
-def _np_normal_log_prob(x, mu, var):
-    return -0.5 * (x - mu) ** 2 / var - 0.5 * np.log(2 * np.pi * var)
-
-
 def test_oracle_transposed_conv_is_the_adjoint_of_the_conv():
     """torch's ConvTranspose2d(weight) is the input-gradient of Conv2d(weight) (same weight
     tensor, read [in_t, out_t] = [out_conv, in_conv]): <convT(x), y> = <x, conv(y)>."""
@@ -380,16 +303,16 @@ def test_oracle_transposed_conv_is_the_adjoint_of_the_conv():
     for stride, padding in [(1, 0), (1, 1), (2, 1)]:
         weight = rng.normal(size=(3, 4, 3, 3))
         x = rng.normal(size=(2, 3, 4, 4))
-        out = _np_conv_transpose2d(x, weight, np.zeros(4), stride=stride, padding=padding)
+        out = np_conv_transpose2d(x, weight, np.zeros(4), stride=stride, padding=padding)
         y = rng.normal(size=out.shape)
         # a strided conv is the stride-1 one subsampled
-        conv_y = _np_conv2d(y, weight, np.zeros(3), padding)[:, :, ::stride, ::stride][:, :, :4, :4]
+        conv_y = np_conv2d(y, weight, np.zeros(3), padding)[:, :, ::stride, ::stride][:, :, :4, :4]
         assert conv_y.shape == x.shape
         np.testing.assert_allclose(np.sum(out * y), np.sum(x * conv_y), rtol=1e-12)
     # padding-0 stride-1 transposed conv grows 1 -> 3 and is the kernel times the pixel
     x = np.array([[[[2.0]]]])
     weight = rng.normal(size=(1, 1, 3, 3))
-    np.testing.assert_allclose(_np_conv_transpose2d(x, weight, np.zeros(1))[0, 0], 2.0 * weight[0, 0])
+    np.testing.assert_allclose(np_conv_transpose2d(x, weight, np.zeros(1))[0, 0], 2.0 * weight[0, 0])
 
 
 @pytest.mark.parametrize("k,hidden,latent", [(7, 32, 2), (5, 64, 4)])
@@ -407,7 +330,7 @@ def test_from_release_equals_the_release_networks(k, hidden, latent):
     z = np.random.default_rng(k).standard_normal((64, latent)).astype(np.float32)
     for rows, scale, tol in [(slice(8, None), 1.0, 1e-5), (slice(None, 8), 4.0, 1e-4)]:
         zs = (scale * z[rows]).astype(np.float32)
-        ref_mu, ref_var = _np_release_decode(sd, k, zs.astype(np.float64)[:, :, None, None])
+        ref_mu, ref_var = np_release_decode(sd, k, zs.astype(np.float64)[:, :, None, None])
         mu, log_sigma = (t.numpy() for t in vae.decode(zs))
         np.testing.assert_allclose(mu, ref_mu[:, 0], rtol=tol, atol=1e-5)
         np.testing.assert_allclose(np.exp(2.0 * log_sigma), ref_var[:, 0], rtol=tol, atol=1e-7)
@@ -415,7 +338,7 @@ def test_from_release_equals_the_release_networks(k, hidden, latent):
 
     # encoder r(z | w) on the release's own test kernels
     w = bank[np.random.default_rng(1).choice(len(bank), 128, replace=False)]
-    ref_z_mu, ref_z_var = _np_release_encode(sd, k, w.astype(np.float64))
+    ref_z_mu, ref_z_var = np_release_encode(sd, k, w.astype(np.float64))
     z_mu, z_log_sigma = (t.numpy() for t in vae.encode(w[:, 0]))
     np.testing.assert_allclose(z_mu, ref_z_mu[:, :, 0, 0], rtol=0, atol=1e-5)
     np.testing.assert_allclose(z_log_sigma, 0.5 * np.log(ref_z_var[:, :, 0, 0]), rtol=0, atol=1e-5)
@@ -423,8 +346,8 @@ def test_from_release_equals_the_release_networks(k, hidden, latent):
     # the per-kernel terms of the release's kl_dwp / train-vae loss at z = mu + sqrt(var) * eps
     eps = np.random.default_rng(2).standard_normal((len(w), latent)).astype(np.float32)
     z_s = ref_z_mu[:, :, 0, 0] + np.sqrt(ref_z_var[:, :, 0, 0]) * eps
-    w_mu, w_var = _np_release_decode(sd, k, z_s[:, :, None, None])
-    ref_ll = np.sum(_np_normal_log_prob(w.astype(np.float64), w_mu, w_var), axis=(1, 2, 3))
+    w_mu, w_var = np_release_decode(sd, k, z_s[:, :, None, None])
+    ref_ll = np.sum(np_normal_log_prob(w.astype(np.float64), w_mu, w_var), axis=(1, 2, 3))
     m, v = ref_z_mu[:, :, 0, 0], ref_z_var[:, :, 0, 0]
     ref_kl = np.sum(0.5 * (v + m ** 2 - 1.0 - np.log(v)), axis=1)
     log_lik, kl = (t.numpy() for t in vae.elbo_terms(w[:, 0], eps))

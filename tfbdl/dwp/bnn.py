@@ -25,7 +25,7 @@ Follows ``models/bayes.py``, ``models/lenet.py``, ``train-bnn.py`` and ``utils.p
   is given for it.
 - :func:`elbo_loss`: ``mean NLL + kl_weight * sum KL / num_train``, the reference's
   ``N / b * sum NLL + KL`` divided by ``N``.
-- :func:`fit_bnn`: Adam on that loss with :class:`tfbdl.train.Trainer` (per-epoch resumable
+- :func:`fit_bnn`: Adam (:func:`reference_adam`: epsilon scaled as the reference's) on that loss with :class:`tfbdl.train.Trainer` (per-epoch resumable
   checkpoints). The trainer takes a per-example loss callable but does not collect
   ``model.losses``, so the KL enters through the loss: each example's loss is its NLL plus
   ``kl_weight * KL / num_train``, whose batch mean is the ELBO loss (also under micro-batches
@@ -53,7 +53,7 @@ from tfbdl.nn.initializers import SeedStream, glorot_normal, he_normal_fan_in, t
 from tfbdl.validate import integer, positive_number
 
 __all__ = ["BayesConv2D", "BayesDense", "bayes_layers", "bayesian_fconv", "elbo_loss", "fit_bnn",
-           "kl_total", "predict_bnn_proba", "posterior_sampling"]
+           "kl_total", "predict_bnn_proba", "posterior_sampling", "reference_adam"]
 
 _VAR_EPS = 1e-12  # added to the output variance before the square root (the reference's eps)
 _LEAKY_SLOPE = 0.01
@@ -359,6 +359,17 @@ def elbo_loss(model, x, y, num_train: int, *, seed: int | None = None, training:
     return nll + kl_weight * kl / num_train
 
 
+def reference_adam(learning_rate: float, num_train: int):
+    """Adam whose steps on :func:`elbo_loss` match the reference's torch Adam (``eps = 1e-8``) on its
+    ``N`` times larger loss: the gradients here are ``1/N`` of the reference's, so epsilon is
+    ``1e-8 / N`` (Keras's default 1e-7 would be ``10 N`` times the reference's, relative to the
+    gradients). Keras adds epsilon before Adam's second-moment bias correction and torch after it,
+    so the two agree once ``1 - beta_2^t`` is near 1 (after a few thousand steps) and, before, differ
+    only where gradients are of epsilon's size."""
+    return keras.optimizers.Adam(positive_number(learning_rate, "learning_rate"),
+                                 epsilon=1e-8 / integer(num_train, "num_train", 1))
+
+
 class _KLLog:
     """Trainer callback: the KL term at the end of each epoch (a fixed-seed estimate) as ``kl``."""
 
@@ -411,7 +422,7 @@ def fit_bnn(model, x, y, *, epochs: int, batch_size: int, learning_rate: float =
         nll = _labels_nll(labels, logits)
         return nll + tf.cast(kl_weight * kl_total(layers) / num_train, nll.dtype)
 
-    trainer = Trainer(model, lambda: keras.optimizers.Adam(learning_rate), loss=per_example_loss)
+    trainer = Trainer(model, lambda: reference_adam(learning_rate, num_train), loss=per_example_loss)
     schedule = learning_rate if lr_schedule is None else lr_schedule
     return trainer.fit((x, y), epochs, run_dir=run_dir, lr_schedule=schedule, seed=seed,
                        batch_size=batch_size, callbacks=[_KLLog(layers, seed)], name=name, verbose=verbose)
