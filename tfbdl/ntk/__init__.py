@@ -5,7 +5,29 @@ eigenfunctions and neural anisotropy directions (Ortiz-Jiménez, Moosavi-Dezfool
 - :mod:`tfbdl.ntk.empirical`: ``Θ(x, x') = J(x) J(x')ᵀ`` of any Keras 3 model at its current
   parameters, computed block by block with bounded memory, optionally into a resumable HDF5
   file (:func:`tfbdl.ntk.empirical.compute_ntk`).
+- :mod:`tfbdl.ntk.kernel`: that NTK as a ``gpflow.kernels.Kernel``
+  (:class:`tfbdl.ntk.kernel.EmpiricalNTKKernel`, also ``tfbdl.ntk.EmpiricalNTKKernel``), for
+  ``GPR`` / ``SVGP``; it reads the model's weights at every evaluation.
 
 Importing this package is cheap; TensorFlow is imported by the submodules that need it, so
-import them directly (``from tfbdl.ntk.empirical import compute_ntk``).
+import them directly (``from tfbdl.ntk.empirical import compute_ntk``). The names exported here
+(``EmpiricalNTKKernel``) load their submodule on first use.
 """
+
+__all__ = ["EmpiricalNTKKernel"]
+
+_LAZY = {"EmpiricalNTKKernel": "tfbdl.ntk.kernel"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
