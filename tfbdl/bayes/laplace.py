@@ -708,11 +708,18 @@ def last_layer_laplace(model, data, prior_precision: float, *, likelihood="categ
     the output-space curvature (see :func:`diagonal_laplace`); it is accumulated as ``G^T G`` with
     ``G`` the per-example Jacobians scaled by ``Lambda_n``'s factor. Size ``(D + 1) C`` squared.
 
+    A functional or Sequential model gives ``phi_n`` from its layer graph (and must have ``layer``
+    produce its output). A subclassed model has no graph: ``G`` then comes from per-example
+    Jacobians of the outputs with respect to ``[kernel, bias]`` (the same numbers for the layer
+    that makes the outputs; memory ``batch x outputs x (D + 1) C``, as ``G`` itself).
+
     Args:
-        model: a built functional or Sequential ``keras.Model`` whose output is produced by ``layer``.
+        model: a built ``keras.Model`` (functional, Sequential or subclassed with a ``call``) whose
+            output is produced by ``layer``.
         data, prior_precision, likelihood, noise_scale, hessian, batch_size: as in
             :func:`diagonal_laplace`.
-        layer: the ``Dense`` layer (or its name); default the model's last top-level Dense layer.
+        layer: the ``Dense`` layer (or its name); default the model's last top-level Dense layer
+            (for a subclassed model: the last one assigned as an attribute; pass it to be sure).
 
     Returns:
         A :class:`KerasLaplace` with a full precision over ``[kernel, bias]``.
@@ -726,24 +733,25 @@ def last_layer_laplace(model, data, prior_precision: float, *, likelihood="categ
     curvature = _curvature_name(hessian)
     batch_size = _positive_int(batch_size, "batch_size")
     layer = _last_dense(model, layer)
-    try:
-        layer_input, layer_output = layer.input, layer.output
-        model_inputs, model_outputs = model.inputs, model.outputs
-    except (AttributeError, ValueError) as err:
-        raise InvalidOptionError(f"last_layer_laplace needs a functional or Sequential model built on a "
-                                 f"keras.Input (model {model.name!r}: {err})") from None
-    if not model_outputs or len(model_outputs) != 1 or layer_output is not model_outputs[0]:
-        raise InvalidOptionError(f"layer {layer.name!r} does not produce the output of model {model.name!r}; "
-                                 "the last-layer Laplace needs the Dense layer whose output is the model's")
-    single_input = len(model_inputs) == 1
-    if single_input and layer_input is model_inputs[0]:
-        feature_model = None
-    else:
-        feature_model = keras.Model(model_inputs[0] if single_input else model_inputs, layer_input)
     variables = [layer.kernel] + ([layer.bias] if layer.use_bias else [])
     indices = _variable_indices(model, variables)
     D, C = (int(d) for d in layer.kernel.shape)
     P = (D + (1 if layer.use_bias else 0)) * C
+    feature_model, has_graph = None, True
+    try:
+        layer_input, layer_output = layer.input, layer.output
+        model_inputs, model_outputs = model.inputs, model.outputs
+        if not model_inputs or not model_outputs:
+            raise ValueError("no symbolic inputs / outputs")
+    except (AttributeError, ValueError):
+        has_graph = False  # a subclassed model (no layer graph): per-example Jacobians below
+    if has_graph:
+        if len(model_outputs) != 1 or layer_output is not model_outputs[0]:
+            raise InvalidOptionError(f"layer {layer.name!r} does not produce the output of model {model.name!r}; "
+                                     "the last-layer Laplace needs the Dense layer whose output is the model's")
+        single_input = len(model_inputs) == 1
+        if not (single_input and layer_input is model_inputs[0]):
+            feature_model = keras.Model(model_inputs[0] if single_input else model_inputs, layer_input)
 
     @tf.function(reduce_retracing=True)
     def batch_terms(x, y):
@@ -757,17 +765,39 @@ def last_layer_laplace(model, data, prior_precision: float, *, likelihood="categ
         G = tf.reshape(G, [-1, P])
         return tf.matmul(G, G, transpose_a=True), tf.reduce_sum(lik.nll(y, f))
 
+    @tf.function(reduce_retracing=True)
+    def batch_terms_jacobian(x, y):
+        # No graph to read the layer's input from: differentiate the outputs [n, K] with respect to
+        # [kernel, bias] instead. For the layer that makes the outputs, J[n, k, (i, c)] is
+        # phi[n, i] delta_kc exactly, so G equals the feature construction's; for any other
+        # placement it is still the exact GGN of these weights with the rest held fixed.
+        with tf.GradientTape() as tape:
+            out = model(x, training=False)
+        K = int(out.shape[-1])
+        jac = tape.jacobian(out, variables, unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                            experimental_use_pfor=True)  # [n, K, *variable shape] each
+        n = tf.shape(out)[0]
+        J = tf.concat([tf.reshape(tf.cast(j, tf.float64), [n, K, -1]) for j in jac], axis=-1)  # [n, K, P]
+        f = tf.cast(out, tf.float64)
+        B = lik.curvature_factor(y, f, curvature)  # [n, K, M]
+        G = tf.reshape(tf.einsum("nkp,nkm->mnp", J, B), [-1, P])
+        return tf.matmul(G, G, transpose_a=True), tf.reduce_sum(lik.nll(y, f))
+
+    terms = batch_terms if has_graph else batch_terms_jacobian
     H = np.zeros((P, P))
     nll = 0.0
     seen = 0
     for x, y in _batches(data, batch_size):
         x = tf.convert_to_tensor(x)
-        h, batch_nll = batch_terms(x, tf.convert_to_tensor(y))
+        h, batch_nll = terms(x, tf.convert_to_tensor(y))
         H += h.numpy()
         nll += float(batch_nll)
         seen += int(x.shape[0])
     if seen == 0:
         raise ShapeError("the data has no examples")
+    if not has_graph and not H.any():
+        raise InvalidOptionError(f"the outputs of model {model.name!r} do not depend on layer {layer.name!r}; "
+                                 "pass the Dense layer that produces the logits / means as layer=")
     return KerasLaplace(theta_map=[np.asarray(v) for v in variables], curvature=H, nll=nll,
                         prior_precision=lam, likelihood=lik, variable_indices=indices,
                         variable_paths=[v.path for v in variables], kind="last_layer")

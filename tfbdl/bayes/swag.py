@@ -10,10 +10,14 @@ low-rank covariance). A sample is, as in the reference implementation,
 which at the default ``scale = 0.5`` is the paper's θ̄ + Σ_diag^½ z1 / √2 + D z2 / √(2(K-1)).
 SWA is the mean θ̄ alone. State lives in tf.Variables on the model's device, so collecting costs
 one pass over the weights; :meth:`SWAG.state` / :meth:`SWAG.load_state` checkpoint it.
+:meth:`SWAG.as_distribution` gives the same Gaussian as a ``tfp.distributions`` value (diagonal
+plus low rank, never a dense D x D matrix). Collection runs under the project's Trainer
+(:class:`SWAGCollector`) or a plain ``keras.Model.fit`` (:class:`SWAGCallback`, the same rule).
 """
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -129,6 +133,49 @@ class SWAG(tf.Module):
             cov = cov + deviations.T @ deviations / (deviations.shape[0] - 1)
         return scale * cov
 
+    def as_distribution(self, scale: float = 0.5, diagonal_only: bool = False):
+        """The SWAG Gaussian as a ``tfp.distributions.Distribution`` over the flattened weights [D].
+
+        Its covariance is :meth:`covariance`'s, ``scale * (diag(σ²) + D Dᵀ / (K - 1))`` (the first
+        term only with ``diagonal_only``), the law :meth:`sample` draws from. The low-rank form is
+        ``MultivariateNormalDiagPlusLowRankCovariance`` over a ``LinearOperatorLowRankUpdate``:
+        ``sample`` costs O(D K), ``log_prob`` uses the Woodbury identity and the matrix determinant
+        lemma (a K x K capacitance matrix), so no D x D matrix is formed except by an explicit
+        ``covariance()`` call (for small models). The moments are copied: later collections do not
+        change a distribution already built.
+
+        Raises InvalidOptionError before any snapshot, for a non-positive ``scale``, and (unless
+        ``diagonal_only``) when fewer than 2 deviations are kept (``max_rank < 2`` or fewer than 2
+        snapshots), where :meth:`sample` would silently fall back to the diagonal.
+        """
+        import tensorflow_probability as tfp
+
+        tfd = tfp.distributions
+        if isinstance(scale, bool) or not isinstance(scale, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(scale) or scale <= 0:
+            raise InvalidOptionError(f"scale must be a positive finite number, got {scale!r}")
+        count = int(self.count.numpy())
+        if count == 0:
+            raise InvalidOptionError("SWAG has collected no snapshot yet; collect (train past start_epoch) "
+                                     "before building its distribution")
+        loc = tf.identity(self.mean)
+        variance = float(scale) * self.variance
+        if diagonal_only:
+            return tfd.MultivariateNormalDiag(loc=loc, scale_diag=tf.sqrt(variance), name="SWAGDiagonal")
+        if self.max_rank < 2:
+            raise InvalidOptionError(
+                f"this SWAG keeps max_rank={self.max_rank} deviations, and the low-rank covariance needs at "
+                "least 2: pass diagonal_only=True, or collect with max_rank >= 2")
+        deviations = self.deviation_matrix()
+        k = int(deviations.shape[0])
+        if k < 2:
+            raise InvalidOptionError(
+                f"SWAG has collected {count} snapshot(s) and the low-rank covariance needs at least 2 "
+                "deviations: collect more snapshots (train longer past start_epoch), or pass diagonal_only=True")
+        factor = tf.transpose(deviations) * tf.constant(np.sqrt(float(scale) / (k - 1)), self.dtype)  # [D, K]
+        return tfd.MultivariateNormalDiagPlusLowRankCovariance(loc=loc, cov_diag_factor=variance,
+                                                               cov_perturb_factor=factor, name="SWAG")
+
     def assign_mean(self) -> None:
         """Set the variables to the SWA solution θ̄."""
         assign_flat(self.variables_, self.mean)
@@ -240,28 +287,51 @@ def _softmax_in_batches(model, x, batch_size: int) -> np.ndarray:
     return np.concatenate(outputs, axis=0).astype(np.float64)
 
 
+def _collect_rule(start_epoch, every_steps) -> tuple[int, int | None]:
+    """Checked ``(start_epoch, every_steps)`` of a collection rule (shared by both callbacks)."""
+    if isinstance(start_epoch, bool) or not isinstance(start_epoch, (int, np.integer)) or int(start_epoch) < 0:
+        raise InvalidOptionError(f"start_epoch must be an integer >= 0 (0-based epoch index), got {start_epoch!r}")
+    if every_steps is not None and (isinstance(every_steps, bool) or not isinstance(every_steps, (int, np.integer))
+                                    or int(every_steps) < 1):
+        raise InvalidOptionError(f"every_steps must be >= 1 (or None for once per epoch), got {every_steps}")
+    return int(start_epoch), None if every_steps is None else int(every_steps)
+
+
 class SWAGCollector:
     """Trainer callback: collect a SWAG snapshot at the end of every epoch from ``start_epoch``
     (0-based) on, or, with ``every_steps = c``, every c optimizer steps from that epoch on; its
-    moments are saved with each epoch checkpoint and restored on resume."""
+    moments are saved with each epoch checkpoint and restored on resume.
+
+    The rule lives in :meth:`after_step` and :meth:`after_epoch`; :class:`SWAGCallback` applies
+    the same object to ``keras.Model.fit``."""
 
     state_key = "swag"
 
     def __init__(self, swag: SWAG, start_epoch: int, every_steps: int | None = None):
         self.swag = swag
-        self.start_epoch = int(start_epoch)
-        if every_steps is not None and int(every_steps) < 1:
-            raise InvalidOptionError(f"every_steps must be >= 1 (or None for once per epoch), got {every_steps}")
-        self.every_steps = None if every_steps is None else int(every_steps)
+        self.start_epoch, self.every_steps = _collect_rule(start_epoch, every_steps)
+
+    def after_step(self, epoch: int, step: int) -> bool:
+        """Collect if optimizer step ``step`` (counted from 1 over the run), taken during epoch
+        index ``epoch``, is one to keep; True if it collected."""
+        if self.every_steps and epoch >= self.start_epoch and step % self.every_steps == 0:
+            self.swag.collect()
+            return True
+        return False
+
+    def after_epoch(self, epoch: int) -> bool:
+        """Collect if the end of epoch index ``epoch`` is one to keep; True if it collected."""
+        if not self.every_steps and epoch >= self.start_epoch:
+            self.swag.collect()
+            return True
+        return False
 
     def on_step_end(self, trainer, step) -> None:
         # During epoch e's steps trainer.epoch is e; step counts optimizer steps from 1 over the run.
-        if self.every_steps and trainer.epoch >= self.start_epoch and step % self.every_steps == 0:
-            self.swag.collect()
+        self.after_step(trainer.epoch, step)
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> dict:
-        if not self.every_steps and epoch >= self.start_epoch:
-            self.swag.collect()
+        self.after_epoch(epoch)
         return {"swag_snapshots": int(self.swag.count.numpy())}
 
     def state(self) -> dict:
@@ -269,3 +339,58 @@ class SWAGCollector:
 
     def load_state(self, state: dict) -> None:
         self.swag.load_state(state)
+
+
+class SWAGCallback(keras.callbacks.Callback):
+    """Collect SWA/SWAG moments during a plain ``keras.Model.fit``.
+
+    The rule is :class:`SWAGCollector`'s (the same object does the collecting): a snapshot at the
+    end of every epoch from ``start_epoch`` (0-based, as Keras counts epochs) on, or with
+    ``every_steps = c`` after every optimizer step whose number (``model.optimizer.iterations``,
+    counted from 1 over the optimizer's life) is a multiple of c, from that epoch on. The
+    :class:`SWAG` (``.swag``) is built on the model's trainable weights when training begins
+    (``dtype`` None: the weights' dtype), or pass one in with ``swag=``; a later ``fit`` with the
+    same callback keeps collecting into it.
+    """
+
+    def __init__(self, start_epoch: int, max_rank: int = 20, every_steps: int | None = None, *,
+                 dtype=None, swag: SWAG | None = None):
+        super().__init__()
+        self.start_epoch, self.every_steps = _collect_rule(start_epoch, every_steps)
+        if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or int(max_rank) < 0:
+            raise InvalidOptionError(f"max_rank must be an integer >= 0, got {max_rank!r}")
+        if swag is not None and not isinstance(swag, SWAG):
+            raise InvalidOptionError(f"swag must be a tfbdl.bayes.SWAG, got {type(swag).__name__}")
+        self.max_rank = int(swag.max_rank if swag is not None else max_rank)
+        self.dtype = None if dtype is None else tf.as_dtype(dtype)
+        self.swag = swag
+        self.collector = None if swag is None else SWAGCollector(swag, self.start_epoch, self.every_steps)
+        self._epoch = 0
+
+    def on_train_begin(self, logs=None):
+        variables = list(self.model.trainable_variables)
+        if not variables:
+            raise InvalidOptionError(f"model {self.model.name!r} has no trainable weights for SWAG to track")
+        if self.swag is None:
+            dtype = self.dtype or tf.as_dtype(variables[0].dtype)
+            self.swag = SWAG(variables, max_rank=self.max_rank, dtype=dtype)
+            self.collector = SWAGCollector(self.swag, self.start_epoch, self.every_steps)
+        elif len(self.swag.variables_) != len(variables) or any(
+                a is not b for a, b in zip(self.swag.variables_, variables)):
+            raise InvalidOptionError(
+                f"this SWAGCallback's SWAG tracks other variables than model {self.model.name!r}'s trainable "
+                "weights; use a new SWAGCallback for another model")
+        if self.every_steps and int(getattr(self.model, "steps_per_execution", 1) or 1) > 1:
+            raise InvalidOptionError(
+                "SWAGCallback(every_steps=...) needs a snapshot after single optimizer steps; compile the "
+                "model with steps_per_execution=1 (or collect once per epoch with every_steps=None)")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = int(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every_steps:
+            self.collector.after_step(self._epoch, int(self.model.optimizer.iterations.numpy()))
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.collector.after_epoch(int(epoch))
