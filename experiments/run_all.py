@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from experiments.common import RUN_RECORD_ENV
+from experiments.fidelity import fidelity_section
 from experiments.options import data_dir_option, out_option, resume_option, scale_option, seed_option
 from experiments.registry import EXPERIMENTS, Experiment, by_name
 from tfbdl.errors import TfbdlError
@@ -84,6 +85,7 @@ def write_report(out_root: Path, scale: str, results) -> Path:
         + ", ".join(f"{k} {v}" for k, v in versions.items() if v), "",
     ]
     lines += data_used_section(results)
+    lines += fidelity_section(results, scale)
     for experiment, status, runs in results:
         lines += [f"## {experiment.name}", "", f"*{experiment.title}*", ""]
         if status != 0:
