@@ -12,6 +12,9 @@ Monte Carlo gradients, ``tfp.vi.fit_surrogate_posterior`` and a Keras 3 optimize
   :class:`MeanFieldVIResult` (the surrogate, the loss trace, means and scales).
 - :func:`bnn_mean_field_vi` does both for :func:`tfbdl.bayes.hmc.bnn_log_prob`'s Bayesian MLP, and
   :func:`predictive_samples` maps surrogate draws to network outputs.
+- :meth:`MeanFieldVIResult.posterior` is the fitted ``q`` as a TFP distribution of constants, and
+  :meth:`MeanFieldVIResult.weight_posteriors` one ``tfd.Independent(tfd.Normal)`` per weight array
+  (the network's ``[W1, b1, ...]`` for a BNN), ready for ``tfd.kl_divergence`` against a prior.
 
 For a linear-Gaussian model whose posterior precision is diagonal (an orthogonal design) the
 mean-field family contains the exact posterior, so the fit recovers it.
@@ -87,6 +90,13 @@ def _parts(dist):
     return list(dist.model) if isinstance(dist, tfd.JointDistributionSequential) else [dist]
 
 
+def _frozen(part: tfd.Distribution) -> tfd.Distribution:
+    """A factor ``Independent(Normal)`` with its current location and scale as constants."""
+    normal = part.distribution
+    return tfd.Independent(tfd.Normal(loc=tf.convert_to_tensor(normal.loc), scale=tf.convert_to_tensor(normal.scale)),
+                           reinterpreted_batch_ndims=part.reinterpreted_batch_ndims)
+
+
 @dataclasses.dataclass
 class MeanFieldVIResult:
     """A fitted mean-field surrogate.
@@ -113,6 +123,32 @@ class MeanFieldVIResult:
         """Variational standard deviations (same structure as :attr:`mean`)."""
         out = [tf.convert_to_tensor(p.distribution.scale).numpy() for p in _parts(self.surrogate)]
         return out if isinstance(self.surrogate, tfd.JointDistributionSequential) else out[0]
+
+    def posterior(self) -> tfd.Distribution:
+        """The fitted ``q`` as a TFP distribution of constants (a snapshot, no variables): the
+        structure of :attr:`surrogate` (``tfd.Independent(tfd.Normal)``, or a
+        ``JointDistributionSequential`` of those), ``mean()`` / ``stddev()`` :attr:`mean` /
+        :attr:`stddev`."""
+        parts = [_frozen(p) for p in _parts(self.surrogate)]
+        return tfd.JointDistributionSequential(parts) if isinstance(self.surrogate, tfd.JointDistributionSequential) \
+            else parts[0]
+
+    def weight_posteriors(self) -> list:
+        """One ``tfd.Independent(tfd.Normal)`` per weight array, in order.
+
+        For :func:`bnn_mean_field_vi` (a :class:`BNNLogDensity` target) the flat posterior is split
+        into the network's ``[W1, b1, W2, b2, ...]`` with their shapes (``[in, out]``, ``[out]``),
+        so ``tfd.JointDistributionSequential(result.weight_posteriors()).sample(n)`` gives weight
+        lists ``predict_bnn`` takes; otherwise one distribution per surrogate part.
+        """
+        parts = [_frozen(p) for p in _parts(self.surrogate)]
+        if not isinstance(self.log_density, BNNLogDensity) or len(parts) != 1:
+            return parts
+        density = self.log_density
+        locs = density.unflatten(parts[0].distribution.loc)
+        scales = density.unflatten(parts[0].distribution.scale)
+        return [tfd.Independent(tfd.Normal(loc=m, scale=s), reinterpreted_batch_ndims=len(shape))
+                for m, s, shape in zip(locs, scales, density.shapes)]
 
     def sample(self, num_samples: int, seed: int = 0):
         """Draws from the surrogate (stateless, seeded): ``[num_samples, ...]`` per part."""

@@ -16,6 +16,7 @@ Follows ``models/bayes.py``, ``models/lenet.py``, ``train-bnn.py`` and ``utils.p
   ``out = mean + sqrt(var + 1e-12) * eps`` (``sampling="local"``); ``sampling="weights"``
   draws one kernel ``W ~ q`` per call instead. In inference (``training=False``) the layer uses
   the posterior mean (the reference's ``'det'`` mode) unless its ``inference`` is ``"sample"``.
+  ``layer.kernel_posterior()`` is ``q(W)`` as a ``tfd.Independent(tfd.Normal)``;
   ``layer.kl(seed)`` is the layer's prior term, ``prior.kl(mu, log_sigma, seed)`` (see
   :mod:`tfbdl.dwp.priors`); weight draws for a Monte Carlo prior term are independent of the
   forward pass's noise, as in the reference.
@@ -43,6 +44,7 @@ import numbers
 import keras
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfbdl.dwp.bound import check_vae, draw_seed, split_seed
 from tfbdl.dwp.priors import DeepWeightPrior, StandardNormalPrior, kernel_from_slices
@@ -51,6 +53,8 @@ from tfbdl.nn import _common as c
 from tfbdl.nn.fconv import check_fconv_shapes
 from tfbdl.nn.initializers import SeedStream, glorot_normal, he_normal_fan_in, torch_bias
 from tfbdl.validate import integer, positive_number
+
+tfd = tfp.distributions
 
 __all__ = ["BayesConv2D", "BayesDense", "bayes_layers", "bayesian_fconv", "elbo_loss", "fit_bnn",
            "kl_total", "predict_bnn_proba", "posterior_sampling", "reference_adam"]
@@ -141,6 +145,17 @@ class _BayesLayer(keras.layers.Layer):
         if self.variance == "alpha":
             return 0.5 * tf.math.log(self.kernel_sigma2 + _MU2_EPS)
         return 0.5 * tf.convert_to_tensor(self.kernel_log_sigma2)
+
+    def kernel_posterior(self) -> tfd.Distribution:
+        """The posterior over the kernel, ``q(W) = prod N(mu, sigma^2)``, as a TFP distribution:
+        ``tfd.Independent(tfd.Normal(kernel_mu, sqrt(kernel_sigma2)))`` whose event shape is the
+        kernel's (both variance parameterisations). Built from the current parameter values (and
+        differentiable in them under a tape); call it again after they change."""
+        if not self.built:
+            raise InvalidOptionError(f"{self.name} has no kernel yet: call the layer on an input (or build it) first")
+        mu = tf.convert_to_tensor(self.kernel_mu)
+        return tfd.Independent(tfd.Normal(loc=mu, scale=tf.sqrt(self.kernel_sigma2)),
+                               reinterpreted_batch_ndims=mu.shape.rank)
 
     def kl(self, seed=None) -> tf.Tensor:
         """The prior term (0 without a prior): ``prior.kl_log_alpha(log alpha)`` for a prior that

@@ -21,24 +21,33 @@ gives ``log p(w)``).
 :func:`importance_log_prior` is the importance-weighted (IWAE) estimate
 ``log (1/S) sum_s p(w | z_s) p(z_s) / r(z_s | w)``: tighter, for evaluation.
 
+The three densities are ``tfp.distributions`` values built from the VAE's outputs:
+:func:`latent_prior` ``p(z)``, :func:`encoder_distribution` ``r(z | w)`` and
+:func:`decoder_distribution` ``p(w | z)``, each an ``Independent`` ``Normal``; the estimates are
+their ``log_prob`` values (and, with ``analytic_kl``, ``tfd.kl_divergence(r, p(z))``) at the draws
+``z = mean(r) + stddev(r) * eta``. The noise ``eta`` is drawn here, statelessly from ``seed``,
+not by ``r.sample``, so a seed gives the same draws as it always did.
+
 The VAE is duck-typed: any object with ``encode(w [n, k, k]) -> (mu [n, L], log_sigma [n, L])``,
-``decode(z [n, L]) -> (mu [n, k, k], log_sigma [n, k, k])`` and attributes ``kernel_size`` and
-``latent`` (such as :class:`tfbdl.dwp.vae.KernelVAE`).
+``decode(z [n, L]) -> (mu [n, k, k], log_sigma [n, k, k])`` (or a ``log_sigma`` that broadcasts,
+e.g. a scalar for a fixed variance) and attributes ``kernel_size`` and ``latent`` (such as
+:class:`tfbdl.dwp.vae.KernelVAE`).
 """
 
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
 import tensorflow as tf
+import tensorflow_probability as tfp
 
 from tfbdl.errors import InvalidOptionError, ShapeError
 
-__all__ = ["dwp_log_prior_bound", "importance_log_prior", "draw_seed", "split_seed", "check_vae"]
+tfd = tfp.distributions
 
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+__all__ = ["dwp_log_prior_bound", "importance_log_prior", "draw_seed", "split_seed", "check_vae",
+           "latent_prior", "encoder_distribution", "decoder_distribution"]
 
 
 # --------------------------------------------------------------------------- seeds
@@ -104,9 +113,66 @@ def _slices(vae, w) -> tf.Tensor:
     return w
 
 
-def _normal_log_prob(x, mu, log_sigma):
-    """Elementwise ``log N(x | mu, exp(log_sigma)^2)``."""
-    return -0.5 * tf.square((x - mu) * tf.exp(-log_sigma)) - log_sigma - _HALF_LOG_2PI
+def _diag_normal(mu, log_sigma, event_ndims: int) -> tfd.Distribution:
+    """``Independent(Normal(mu, exp(log_sigma)))`` with the last ``event_ndims`` axes as the event."""
+    return tfd.Independent(tfd.Normal(loc=mu, scale=tf.exp(log_sigma)), reinterpreted_batch_ndims=event_ndims)
+
+
+# --------------------------------------------------------------------------- the three densities
+
+
+def latent_prior(vae, dtype=tf.float32) -> tfd.Distribution:
+    """``p(z) = N(0, I)``: ``tfd.Independent(tfd.Normal)`` with event shape ``[latent]``.
+
+    ``vae`` is a kernel VAE (its ``latent``) or the latent dimension itself.
+    """
+    latent = vae if isinstance(vae, numbers.Integral) and not isinstance(vae, bool) else getattr(vae, "latent", None)
+    if isinstance(latent, bool) or not isinstance(latent, numbers.Integral) or latent < 1:
+        raise InvalidOptionError(f"latent_prior needs a kernel VAE or a positive latent dimension, got {vae!r}")
+    dtype = tf.as_dtype(dtype)
+    return tfd.Independent(tfd.Normal(loc=tf.zeros([int(latent)], dtype), scale=tf.ones([int(latent)], dtype)),
+                           reinterpreted_batch_ndims=1)
+
+
+def _encoder_distribution(vae, w) -> tfd.Distribution:
+    mu, log_sigma = (tf.cast(t, w.dtype) for t in vae.encode(w))
+    return _diag_normal(mu, log_sigma, 1)
+
+
+def encoder_distribution(vae, w) -> tfd.Distribution:
+    """``r(z | w)``: batch ``[n]``, event ``[latent]``, for slices ``w [n, k, k]``.
+
+    ``tfd.Independent(tfd.Normal(mu_e(w), exp(log_sigma_e(w))), 1)`` in the dtype of ``w``
+    (float32 unless given float64), differentiable in ``w``.
+    """
+    check_vae(vae)
+    w = _slices(vae, w)
+    return _encoder_distribution(vae, w)
+
+
+def _decoder_distribution(vae, z, dtype) -> tfd.Distribution:
+    latent, k = int(vae.latent), int(vae.kernel_size)
+    lead = tf.shape(z)[:-1]
+    mu, log_sigma = (tf.cast(t, dtype) for t in vae.decode(tf.reshape(z, [-1, latent])))
+    mu = tf.reshape(mu, tf.concat([lead, [k, k]], 0))
+    if log_sigma.shape.rank == 3:  # per entry [m, k, k]; a scalar (fixed variance) broadcasts
+        log_sigma = tf.reshape(log_sigma, tf.concat([lead, [k, k]], 0))
+    return _diag_normal(mu, log_sigma, 2)
+
+
+def decoder_distribution(vae, z) -> tfd.Distribution:
+    """``p(w | z)``: for codes ``z [..., latent]``, batch ``[...]``, event ``[k, k]``.
+
+    ``tfd.Independent(tfd.Normal(mu_d(z), exp(log_sigma_d(z))), 2)`` in the dtype of ``z``
+    (float32 unless given float64); the decoder sees the codes flattened to ``[m, latent]``.
+    """
+    check_vae(vae)
+    z = tf.convert_to_tensor(z)
+    if not z.dtype.is_floating:
+        z = tf.cast(z, tf.float32)
+    if z.shape.rank is None or z.shape.rank < 1 or z.shape[-1] != int(vae.latent):
+        raise ShapeError(f"latent codes must be [..., {vae.latent}] for this VAE, got {z.shape}")
+    return _decoder_distribution(vae, z, z.dtype)
 
 
 def _latent_noise(vae, w, num_samples: int, seed, latent_noise) -> tf.Tensor:
@@ -123,25 +189,14 @@ def _latent_noise(vae, w, num_samples: int, seed, latent_noise) -> tf.Tensor:
 
 def _log_weights(vae, w, num_samples: int, seed, analytic_kl: bool, latent_noise=None):
     """Per-draw terms ``[S, n]``: ``log p(w|z) + log p(z) - log r(z|w)`` (or the analytic form)."""
-    dtype = w.dtype
-    n = tf.shape(w)[0]
-    latent = int(vae.latent)
-    z_mu, z_log_sigma = (tf.cast(t, dtype) for t in vae.encode(w))
+    r = _encoder_distribution(vae, w)                                      # batch [n], event [L]
     eps = _latent_noise(vae, w, num_samples, seed, latent_noise)
-    z = z_mu[None] + tf.exp(z_log_sigma)[None] * eps                       # [S, n, L]
-    w_mu, w_log_sigma = (tf.cast(t, dtype) for t in vae.decode(tf.reshape(z, [-1, latent])))
-    k = int(vae.kernel_size)
-    w_mu = tf.reshape(w_mu, [num_samples, n, k, k])
-    if w_log_sigma.shape.rank == 3:  # per entry [S * n, k, k]; a scalar (fixed variance) broadcasts
-        w_log_sigma = tf.reshape(w_log_sigma, [num_samples, n, k, k])
-    log_lik = tf.reduce_sum(_normal_log_prob(w[None], w_mu, w_log_sigma), axis=[2, 3])  # [S, n]
+    z = r.distribution.loc[None] + r.distribution.scale[None] * eps       # [S, n, L]
+    log_lik = _decoder_distribution(vae, z, w.dtype).log_prob(w[None])    # batch [S, n]
+    p_z = latent_prior(vae, w.dtype)
     if analytic_kl:
-        kl = 0.5 * tf.reduce_sum(tf.exp(2.0 * z_log_sigma) + tf.square(z_mu) - 1.0 - 2.0 * z_log_sigma,
-                                 axis=-1)
-        return log_lik - kl[None]
-    log_pz = tf.reduce_sum(-0.5 * tf.square(z) - _HALF_LOG_2PI, axis=-1)
-    log_r = tf.reduce_sum(-0.5 * tf.square(eps) - z_log_sigma[None] - _HALF_LOG_2PI, axis=-1)
-    return log_lik + log_pz - log_r
+        return log_lik - tfd.kl_divergence(r, p_z)[None]
+    return log_lik + p_z.log_prob(z) - r.log_prob(z)
 
 
 # --------------------------------------------------------------------------- estimates

@@ -17,6 +17,15 @@ estimate (drawing from ``seed``) rather than a closed form.
   al. 2019): ``KL(q || p) <= -H(q) - E_q[ bound(w) ]`` with the entropy in closed form and the
   expectation over ``w ~ q`` by reparameterised draws, ``bound`` from
   :func:`tfbdl.dwp.bound.dwp_log_prior_bound` (the reference's ``kl_dwp``).
+- :class:`ImplicitDWP`: the implicit prior ``p(w) = int p(w | z) p(z) dz`` of one kernel VAE as
+  an object: its three ``tfp.distributions`` (``p(z)``, ``r(z | w)``, ``p(w | z)``), the
+  log-density bounds ``log_prob_lower_bound`` / ``log_prob_importance`` over slices ``[n, k, k]``
+  (and ``kernel_*`` versions over a convolution kernel ``[k, k, in, out]``), and ``sample``.
+  :meth:`DeepWeightPrior.implicit_prior` gives the one of a kernel size.
+
+:meth:`StandardNormalPrior.distribution` is that prior as a ``tfd.Independent(tfd.Normal)`` over a
+kernel shape; ``tfd.kl_divergence(layer.kernel_posterior(), prior.distribution(shape))`` is its
+``kl`` (see :meth:`tfbdl.dwp.bnn.BayesConv2D.kernel_posterior`).
 
 The log-uniform priors depend on ``alpha = sigma^2 / mu^2`` only; they also offer
 ``kl_log_alpha(log_alpha)``, which a layer that parameterises ``alpha`` directly calls instead.
@@ -34,12 +43,24 @@ import math
 import numbers
 
 import tensorflow as tf
+import tensorflow_probability as tfp
 
-from tfbdl.dwp.bound import check_vae, draw_seed, dwp_log_prior_bound, split_seed
+from tfbdl.dwp.bound import (
+    check_vae,
+    decoder_distribution,
+    draw_seed,
+    dwp_log_prior_bound,
+    encoder_distribution,
+    importance_log_prior,
+    latent_prior,
+    split_seed,
+)
 from tfbdl.errors import InvalidOptionError, ShapeError
 
+tfd = tfp.distributions
+
 __all__ = ["Prior", "StandardNormalPrior", "LogUniformPrior", "TruncatedLogUniformPrior", "DeepWeightPrior",
-           "kernel_slices", "kernel_from_slices", "LOG_UNIFORM_K1", "LOG_UNIFORM_K2", "LOG_UNIFORM_K3",
+           "ImplicitDWP", "kernel_slices", "kernel_from_slices", "LOG_UNIFORM_K1", "LOG_UNIFORM_K2", "LOG_UNIFORM_K3",
            "TRUNCATED_LOG_UNIFORM_C"]
 
 #: Constants of Molchanov et al.'s (2017) fit of the log-uniform KL (their eq. 14).
@@ -107,6 +128,17 @@ class StandardNormalPrior(Prior):
         log_scale = math.log(self.scale)
         ratio = (tf.exp(2.0 * log_sigma) + tf.square(mu)) / (self.scale ** 2)
         return tf.reduce_sum(log_scale - log_sigma + 0.5 * ratio - 0.5)
+
+    def distribution(self, shape, dtype=tf.float32) -> tfd.Distribution:
+        """The prior over a kernel of ``shape``: ``tfd.Independent(tfd.Normal(0, scale))`` with that
+        event shape (no batch), the counterpart of a layer's ``kernel_posterior()`` in
+        ``tfd.kl_divergence``."""
+        shape = [int(d) for d in shape]
+        if any(d < 1 for d in shape):
+            raise ShapeError(f"a kernel shape must have positive dimensions, got {shape}")
+        dtype = tf.as_dtype(dtype)
+        return tfd.Independent(tfd.Normal(loc=tf.zeros(shape, dtype), scale=tf.fill(shape, tf.cast(self.scale, dtype))),
+                               reinterpreted_batch_ndims=len(shape))
 
     def __repr__(self) -> str:
         return f"StandardNormalPrior(scale={self.scale})"
@@ -226,6 +258,10 @@ class DeepWeightPrior(Prior):
             raise ShapeError(f"the deep weight prior has VAEs for kernel sizes {sorted(self.vaes)}, "
                              f"not {kernel_size}; add one or use another prior for this layer") from None
 
+    def implicit_prior(self, kernel_size: int) -> "ImplicitDWP":
+        """The implicit prior over ``kernel_size x kernel_size`` slices (:class:`ImplicitDWP`)."""
+        return ImplicitDWP(self.vae_for(kernel_size))
+
     def kl(self, mu, log_sigma, seed=None) -> tf.Tensor:
         """``-H(q) - (1/S) sum_s sum_slices bound(w_s)``, ``w_s = mu + sigma * eps_s`` (scalar)."""
         mu, log_sigma = _float_tensors(mu, log_sigma)
@@ -253,3 +289,91 @@ class DeepWeightPrior(Prior):
     def __repr__(self) -> str:
         return (f"DeepWeightPrior(kernel_sizes={sorted(self.vaes)}, weight_samples={self.weight_samples}, "
                 f"latent_samples={self.latent_samples}, analytic_kl={self.analytic_kl}, antithetic={self.antithetic})")
+
+
+class ImplicitDWP:
+    """The implicit deep weight prior of one kernel VAE: ``p(w) = int p(w | z) p(z) dz`` over slices.
+
+    ``log p(w)`` has no closed form, so instead of ``log_prob`` the object offers its two estimates,
+    built on the VAE's three ``tfp.distributions`` (:func:`tfbdl.dwp.bound.latent_prior`,
+    :func:`~tfbdl.dwp.bound.encoder_distribution`, :func:`~tfbdl.dwp.bound.decoder_distribution`):
+
+    - :meth:`log_prob_lower_bound`: the auxiliary bound ``E_r[log p(w|z) + log p(z) - log r(z|w)]``
+      (:func:`tfbdl.dwp.bound.dwp_log_prior_bound`), ``<= log p(w)`` in expectation;
+    - :meth:`log_prob_importance`: the importance-weighted (IWAE) estimate
+      (:func:`tfbdl.dwp.bound.importance_log_prior`), between the bound and ``log p(w)``.
+
+    Both take slices ``[n, k, k]`` and return ``[n]``; the ``kernel_*`` versions take a convolution
+    kernel ``[k, k, in, out]`` and return ``[in, out]`` (one value per slice ``kernel[:, :, i, o]``).
+    The same ``seed`` (see :func:`tfbdl.dwp.bound.draw_seed`) gives the same draws as the
+    functions of :mod:`tfbdl.dwp.bound`. The VAE is frozen and duck-typed as there.
+    """
+
+    def __init__(self, vae):
+        check_vae(vae)
+        self.vae = vae
+
+    @property
+    def kernel_size(self) -> int:
+        return int(self.vae.kernel_size)
+
+    @property
+    def latent(self) -> int:
+        return int(self.vae.latent)
+
+    # ------------------------------------------------------------------ the three distributions
+
+    def latent_prior(self, dtype=tf.float32) -> tfd.Distribution:
+        """``p(z) = N(0, I)``, event ``[latent]``."""
+        return latent_prior(self.vae, dtype)
+
+    def encoder_distribution(self, w) -> tfd.Distribution:
+        """``r(z | w)`` for slices ``[n, k, k]``: batch ``[n]``, event ``[latent]``."""
+        return encoder_distribution(self.vae, w)
+
+    def decoder_distribution(self, z) -> tfd.Distribution:
+        """``p(w | z)`` for codes ``[..., latent]``: batch ``[...]``, event ``[k, k]``."""
+        return decoder_distribution(self.vae, z)
+
+    # ------------------------------------------------------------------ log-density estimates
+
+    def log_prob_lower_bound(self, w, num_samples: int = 1, seed=None, *, analytic_kl: bool = False,
+                             latent_noise=None) -> tf.Tensor:
+        """The auxiliary lower bound on ``log p(w)`` per slice, ``[n]`` (differentiable in ``w``);
+        see :func:`tfbdl.dwp.bound.dwp_log_prior_bound` for the arguments."""
+        return dwp_log_prior_bound(self.vae, w, num_samples, seed, analytic_kl=analytic_kl,
+                                   latent_noise=latent_noise)
+
+    def log_prob_importance(self, w, num_samples: int = 100, seed=None) -> tf.Tensor:
+        """The importance-weighted estimate of ``log p(w)`` per slice, ``[n]``; see
+        :func:`tfbdl.dwp.bound.importance_log_prior`."""
+        return importance_log_prior(self.vae, w, num_samples, seed)
+
+    def _per_slice(self, kernel, estimate) -> tf.Tensor:
+        kernel = tf.convert_to_tensor(kernel)
+        if kernel.shape.rank != 4 or kernel.shape[0] != self.kernel_size or kernel.shape[1] != self.kernel_size:
+            k = self.kernel_size
+            raise ShapeError(f"this implicit prior takes convolution kernels [{k}, {k}, in, out], got {kernel.shape}")
+        values = estimate(kernel_slices(kernel))                    # [out * in], slice o * in + i
+        return tf.transpose(tf.reshape(values, [int(kernel.shape[3]), int(kernel.shape[2])]))
+
+    def kernel_log_prob_lower_bound(self, kernel, num_samples: int = 1, seed=None, *,
+                                    analytic_kl: bool = False) -> tf.Tensor:
+        """:meth:`log_prob_lower_bound` of every slice of a kernel ``[k, k, in, out]``: ``[in, out]``."""
+        return self._per_slice(kernel, lambda s: self.log_prob_lower_bound(s, num_samples, seed,
+                                                                           analytic_kl=analytic_kl))
+
+    def kernel_log_prob_importance(self, kernel, num_samples: int = 100, seed=None) -> tf.Tensor:
+        """:meth:`log_prob_importance` of every slice of a kernel ``[k, k, in, out]``: ``[in, out]``."""
+        return self._per_slice(kernel, lambda s: self.log_prob_importance(s, num_samples, seed))
+
+    # ------------------------------------------------------------------ draws
+
+    def sample(self, sample_shape=(), seed=None, dtype=tf.float32) -> tf.Tensor:
+        """Slices ``[*sample_shape, k, k]`` from the prior: ``z ~ p(z)``, then ``w ~ p(w | z)``."""
+        seeds = tf.cast(tf.math.floormod(split_seed(draw_seed(seed), 2), 2 ** 31), tf.int32)  # TFP's seed dtype
+        z = self.latent_prior(dtype).sample(sample_shape, seed=seeds[0])
+        return self.decoder_distribution(z).sample(seed=seeds[1])
+
+    def __repr__(self) -> str:
+        return f"ImplicitDWP(kernel_size={self.kernel_size}, latent={self.latent})"

@@ -55,6 +55,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfbdl.dwp import bound as _bound
 from tfbdl.errors import DataFormatError, InvalidOptionError, ShapeError
 from tfbdl.io import RunDir, load_h5, save_h5
 from tfbdl.nn.initializers import SeedStream, torch_bias, torch_linear_kernel
@@ -264,7 +265,9 @@ class KernelVAE(keras.Model):
         seed: fixes the initial weights and the training noise; None for Keras's own.
 
     ``encode``/``decode``/``elbo`` take and return float32 tensors (differentiable, usable
-    inside ``tf.function``); ``sample_kernels`` and ``reconstruct`` return numpy. Calling the
+    inside ``tf.function``); ``prior_z``, ``encoder_distribution`` and ``decoder_distribution``
+    return ``p(z)``, ``r(z | w)`` and ``p(w | z)`` as ``tfp.distributions`` values (see
+    :mod:`tfbdl.dwp.bound`); ``sample_kernels`` and ``reconstruct`` return numpy. Calling the
     model, ``vae(w, training=True)``, gives the per-slice *negative* ELBO ``[n]`` with fresh
     noise from the model's own seed generator (its state is a model variable, so a training
     checkpoint restores it); with ``training=False`` ``z`` is the encoder mean (no noise).
@@ -318,6 +321,24 @@ class KernelVAE(keras.Model):
         """``p(w | z)``: ``z [n, latent] -> (mu [n, k, k], log_sigma [n, k, k])``."""
         mu, var_logit = self.decoder(self._codes(z))
         return mu, 0.5 * _log_softplus(var_logit)
+
+    def prior_z(self):
+        """``p(z) = N(0, I)`` as a ``tfd.Independent(tfd.Normal)`` with event shape ``[latent]`` (float32)."""
+        return _bound.latent_prior(self, tf.float32)
+
+    def encoder_distribution(self, w):
+        """``r(z | w)`` as ``tfd.Independent(tfd.Normal(mu, exp(log_sigma)), 1)``: batch ``[n]``, event
+        ``[latent]``, the parameters of :meth:`encode` (float32, differentiable in ``w``)."""
+        return _bound.encoder_distribution(self, self._slices(w))
+
+    def decoder_distribution(self, z):
+        """``p(w | z)`` as ``tfd.Independent(tfd.Normal(mu, exp(log_sigma)), 2)``: for codes
+        ``z [..., latent]`` (``[n, latent]`` gives batch ``[n]``), event ``[k, k]``, the parameters
+        of :meth:`decode` (float32)."""
+        z = tf.convert_to_tensor(z, dtype=tf.float32)
+        if z.shape.rank is None or z.shape.rank < 1 or z.shape[-1] != self.latent:
+            raise ShapeError(f"this kernel VAE takes codes z [..., {self.latent}], got shape {tuple(z.shape)}")
+        return _bound.decoder_distribution(self, z)
 
     def elbo_terms(self, w, eps):
         """``(log p(w | z) [n], KL(r(z | w) || N(0, I)) [n])`` at ``z = mu_e + sigma_e * eps``.
