@@ -176,6 +176,18 @@ def test_a_404_is_a_one_line_error_naming_the_file_and_where_to_put_it(isolated_
     assert str(isolated_data / "mnist") in message
 
 
+def test_a_failed_download_leaves_the_data_folder_as_it_found_it(isolated_data, monkeypatch, server):
+    _serve_mnist(monkeypatch, server)
+    server.files.clear()  # every file answers 404
+    with pytest.raises(DatasetNotFound, match="HTTP 404"):
+        load_dataset("mnist", "test", data_dir=isolated_data, progress=False)
+    assert list(isolated_data.iterdir()) == []  # no mnist/ folder, no lock file
+    (isolated_data / "mnist").mkdir()
+    with pytest.raises(DatasetNotFound, match="HTTP 404"):
+        load_dataset("mnist", "test", data_dir=isolated_data, progress=False)
+    assert list((isolated_data / "mnist").iterdir()) == []  # an existing folder is kept, emptied of litter
+
+
 def test_a_stalled_server_times_out_with_a_clear_error(isolated_data, monkeypatch, server):
     _serve_mnist(monkeypatch, server)
     server.behaviour["/train-images-idx3-ubyte.gz"] = "stall"

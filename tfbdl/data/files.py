@@ -162,6 +162,7 @@ def download(remote: RemoteFile, dest_dir: Path, *, progress: bool = True,
     if offline():
         reason = f"downloads are off ({OFFLINE_ENV} is set)"
         raise DownloadFailed(missing_message(remote, dest_dir, reason), reason)
+    created = _missing_folders(dest_dir)
     try:
         dest_dir.mkdir(parents=True, exist_ok=True)
         lock = _locked(dest_dir / f".{remote.filename}.lock")
@@ -181,6 +182,8 @@ def download(remote: RemoteFile, dest_dir: Path, *, progress: bool = True,
             except _TransferError as error:
                 failures.append(f"{url}: {error}")
         else:
+            if not partial.exists():  # nothing was received: leave no lock file or new folder behind
+                _remove_litter(dest_dir / f".{remote.filename}.lock", created)
             reason = "the download failed (" + "; ".join(failures) + ")"
             raise DownloadFailed(missing_message(remote, dest_dir, reason), "; ".join(failures))
         try:
@@ -192,6 +195,27 @@ def download(remote: RemoteFile, dest_dir: Path, *, progress: bool = True,
         os.replace(partial, target)
         fsync_dir(dest_dir)
     return target
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
+
+
+def _remove_litter(lock_file: Path, created: list[Path]) -> None:
+    """After a download that received nothing: delete its lock file and the folders it created
+    (when empty), so that a failed attempt leaves a data folder as it found it. A process that
+    waits on the same lock meanwhile still holds a valid (unlinked) lock and retries normally."""
+    lock_file.unlink(missing_ok=True)
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (another file arrived) or not ours to remove
+            break
 
 
 class _TransferError(Exception):
