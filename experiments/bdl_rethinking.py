@@ -51,6 +51,8 @@ from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "bdl-rethinking-generalization"
 KERNEL_FILE = "kernel.h5"
+# The GP kernel's scale (part of the run's config, so runs made with another scale are not resumed).
+KERNEL_NORMALISATION = "K_raw / K_raw(all-ones image)"
 LAPLACE_KINDS = ("last_layer", "diagonal")
 
 
@@ -234,7 +236,11 @@ def fraction_labels(frac_run, data: RethinkingData, fraction: float, seed: int) 
 
 
 def kernel_matrix(run, preset: RethinkingPreset, data: RethinkingData) -> np.ndarray:
-    """The CNN-GP Gram matrix of the GP training images, computed once into ``kernel.h5``."""
+    """The CNN-GP Gram matrix of the GP training images, computed once into ``kernel.h5``.
+
+    The kernel is the library's normalised one (:class:`tfbdl.kernels.ConvNetKernel`, variance 1:
+    ``K_raw / K_raw(1, 1)`` with ``1`` the all-ones image), so its entries are O(1) and the GPs'
+    own variance parameters learn the scale."""
     from tfbdl.kernels import ConvNetKernel
     from tfbdl.kernels.blocks import callables_from_gpflow, compute_kernel_file, read_kernels
     from tfbdl.kernels.presets import convnet_gp
@@ -244,7 +250,7 @@ def kernel_matrix(run, preset: RethinkingPreset, data: RethinkingData) -> np.nda
     kernel = ConvNetKernel(convnet_gp(depth=preset.kernel_depth), images.shape[1:])
     pair_fn, diag_fn = callables_from_gpflow(kernel)
     config = {"kernel": "convnet_gp", "depth": preset.kernel_depth, "image_shape": list(images.shape[1:]),
-              "dtype": "float32"}
+              "dtype": "float32", "normalisation": KERNEL_NORMALISATION}
     path = compute_kernel_file(run.file(KERNEL_FILE), pair_fn, diag_fn, flat, flat[:0], block=preset.kernel_block,
                                config=config)
     return read_kernels(path, names=("Kxx",))["Kxx"]
@@ -368,7 +374,7 @@ def run_rethinking(*, preset: RethinkingPreset, scale: str, out: str, data_dir, 
     from tfbdl.io import RunDir
 
     config = {"experiment": EXPERIMENT, "scale": scale, "seed": seed, "data_dir": data_dir,
-              **dataclasses.asdict(preset)}
+              **dataclasses.asdict(preset), "kernel_normalisation": KERNEL_NORMALISATION}
     run = open_run(EXPERIMENT, config, out=out, scale=scale, resume=resume)
     if run.is_complete:
         record_run(run)
@@ -384,11 +390,11 @@ def run_rethinking(*, preset: RethinkingPreset, scale: str, out: str, data_dir, 
 
         click.echo(f"CNN-GP kernel of {data.n_gp} images", err=True)
         gram = kernel_matrix(run, preset, data)
-        scale_factor = float(np.mean(np.diag(gram)))
-        shared = gram_constant(gram / scale_factor)  # unit mean variance; the kernels learn a scale
+        shared = gram_constant(gram)  # normalised by the kernel itself; the GPs learn a variance
+        mean_diagonal = float(np.mean(np.diag(gram)))
         for f, r in frac_runs.items():
             if not r.is_done("gp"):
-                result = {**gp_results(shared, preset, data, labels[f], f, seed), "gram_scale": scale_factor}
+                result = {**gp_results(shared, preset, data, labels[f], f, seed), "gram_mean_diagonal": mean_diagonal}
                 r.write_json("gp.json", result)
                 r.mark_done("gp", {"ova_elbo_per_point": result["ova_elbo_per_point"]})
 
@@ -493,7 +499,8 @@ def _summary(run, preset: RethinkingPreset, metrics: dict) -> str:
              f"on {metrics['n_train']} images with a fraction of the labels corrupted (SGD + momentum, lr "
              f"{preset.lr_init}, weight decay {preset.weight_decay}, no augmentation); evidence by the {laplace} "
              f"with prior precision 2 N wd = {metrics['prior_precision']:g}; test accuracy on {metrics['n_test']} "
-             f"test images. GPs: CNN-GP kernel (ConvNet GP, {preset.kernel_depth} conv layers) on the first "
+             f"test images. GPs: CNN-GP kernel (ConvNet GP, {preset.kernel_depth} conv layers, divided by its value "
+             f"on the all-ones image) on the first "
              f"{metrics['n_gp']} training images, one-vs-all SVGP with {preset.num_inducing} fixed inducing points, "
              f"binary SVGP on the {metrics['n_binary']} images of classes {preset.classes[0]} and "
              f"{preset.classes[1]} (all of them inducing points, a corrupted fraction f is a fair coin, i.e. f/2 "

@@ -117,7 +117,7 @@ def save_kernels(*, kernel: str, kind: str, dtype: str, dataset: str, scale: str
         with atomic_path(run.file(DATA_FILE)) as temp:
             np.savez(temp, y_train=y_train, y_test=y_test, train_indices=train_idx, test_indices=test_idx,
                      image_shape=np.asarray(image_shape), described=np.asarray(described))
-    gp_kernel = paper_kernel(kernel, image_shape, kind=kind)
+    gp_kernel = paper_kernel(kernel, image_shape, kind=kind, normalise=False)
     pair_fn, diag_fn = callables_from_gpflow(gp_kernel)
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
     start = time.perf_counter()
@@ -352,7 +352,7 @@ def run_search(*, dataset, scale, out, data_dir, seed, resume, preset: SearchPre
                           var_bias=float(params["var_bias"]))
 
     def evaluate(params) -> float:
-        kernel = ConvNetKernel(network(params), image_shape)
+        kernel = ConvNetKernel(network(params), image_shape, normalise=False)
         Kxx = kernel.K(x[train]).numpy()
         Kxv = kernel.K(x[train], x[val]).numpy()
         return classify(Kxx, Kxv, y[train], y[val], num_classes, val_fraction=0.1, seed=seed,
@@ -362,7 +362,7 @@ def run_search(*, dataset, scale, out, data_dir, seed, resume, preset: SearchPre
     best = rows[0]
     metrics = {"best": best, "trials": rows}
     if preset.ml_steps > 0:
-        kernel = ConvNetKernel(network(best), image_shape)
+        kernel = ConvNetKernel(network(best), image_shape, normalise=False)
         noise = 1e-4 * float(np.mean(kernel.K_diag(x[train]).numpy()))
         metrics["marginal_likelihood"] = optimize_marginal_likelihood(
             kernel, x[train], y[train], noise_variance=noise, steps=preset.ml_steps, method="scipy",

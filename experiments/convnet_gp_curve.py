@@ -135,7 +135,7 @@ def compute_timed(run, kernel: str, image_shape, x_train, x_test, block: int, co
         status = kernel_file_status(path)
         fraction_before = status["done"] / max(status["total"], 1)
     earlier = run._load_progress().get("kernel-partial") or {"seconds": 0.0, "entries": 0}
-    pair_fn, diag_fn = callables_from_gpflow(paper_kernel(kernel, image_shape))
+    pair_fn, diag_fn = callables_from_gpflow(paper_kernel(kernel, image_shape, normalise=False))
     start = time.perf_counter()
     try:
         compute_kernel_file(path, pair_fn, diag_fn, x_train, x_test, block=block, config=config)

@@ -94,7 +94,7 @@ def test_one_vs_all_svgp_with_a_cnn_kernel():
 
     def kernel_factory():
         return ConvNetKernel(Sequential(Conv2d(3, var_weight=2.0, var_bias=0.1), ReLU(), Readout(var_weight=1.0)),
-                             (side, side, 1))
+                             (side, side, 1), normalise=False)
 
     model = OneVsAllSVGP(kernel_factory, num_classes=3, num_inducing=12, seed=0)
     model.fit(X[:45], labels[:45], steps=60, batch_size=45, learning_rate=0.01, seed=0)

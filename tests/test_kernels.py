@@ -32,7 +32,8 @@ def test_one_conv_relu_readout_by_hand():
         return (math.sqrt(vx * vy - c * c) + (math.pi - math.acos(c / math.sqrt(vx * vy))) * c) / (2 * math.pi)
 
     expected = (relu(7, 3, 19) + relu(-3, 9, 3)) / 2
-    kernel = ConvNetKernel(Sequential(Conv2d(1, var_weight=2.0, var_bias=1.0), ReLU(), Readout()), (1, 2, 1))
+    kernel = ConvNetKernel(Sequential(Conv2d(1, var_weight=2.0, var_bias=1.0), ReLU(), Readout()), (1, 2, 1),
+                           normalise=False)
     x, y = np.array([[1.0, 2.0]]), np.array([[3.0, -1.0]])
     assert kernel.K(x, y).numpy()[0, 0] == pytest.approx(expected, rel=1e-12)
     # Same-sample value: each pixel's variance halves: mean(3/2, 9/2) = 3.
@@ -78,7 +79,7 @@ def test_one_pixel_images_give_the_fully_connected_nngp(nonlinearity, closed_for
     layers = [Conv2d(1, var_weight=vw, var_bias=vb)]
     for _ in range(depth):
         layers += [nonlinearity(), Conv2d(1, var_weight=vw, var_bias=vb)]
-    kernel = ConvNetKernel(Sequential(*layers, Readout()), (1, 1, channels))
+    kernel = ConvNetKernel(Sequential(*layers, Readout()), (1, 1, channels), normalise=False)
     x, y = np.random.default_rng(3).normal(size=(2, channels))
     assert kernel.K(x[None], y[None]).numpy()[0, 0] == pytest.approx(closed_form(x, y, depth, vw, vb), rel=1e-10)
 
@@ -100,7 +101,7 @@ def test_one_pixel_relu_ntk_matches_the_fully_connected_ntk():
         layers += [ReLU(), Conv2d(1, var_weight=vw, var_bias=vb)]
     # The unit readout is one more dense layer: Theta <- K + 1 * Theta.
     theta_ntk = kxy + theta_ntk
-    kernel = ConvNetKernel(Sequential(*layers, Readout()), (1, 1, channels), kind="ntk")
+    kernel = ConvNetKernel(Sequential(*layers, Readout()), (1, 1, channels), kind="ntk", normalise=False)
     assert kernel.K(x[None], y[None]).numpy()[0, 0] == pytest.approx(theta_ntk, rel=1e-10)
 
 
@@ -108,7 +109,7 @@ def test_one_pixel_relu_ntk_matches_the_fully_connected_ntk():
 def test_presets_match_the_independent_numpy_recursion(name):
     images = np.random.default_rng(11).random((3, 28, 28, 1))
     expected = ref.kernel_matrix(getattr(ref, name)(), images)
-    kernel = paper_kernel(name)
+    kernel = paper_kernel(name, normalise=False)
     got = kernel.K(_flat(images)).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-10)
     np.testing.assert_allclose(kernel.K_diag(_flat(images)).numpy(), np.diag(expected), rtol=1e-10)
@@ -119,7 +120,7 @@ def test_presets_match_the_independent_numpy_recursion(name):
 def test_convnet_gp_values_are_in_the_papers_range():
     # The paper's parametrisation gives values around 4e12 on MNIST-like images in [0, 1].
     images = np.random.default_rng(0).random((2, 784))
-    diag = paper_kernel("convnet_gp").K_diag(images).numpy()
+    diag = paper_kernel("convnet_gp", normalise=False).K_diag(images).numpy()
     assert np.all((diag > 1e12) & (diag < 1e13))
 
 
@@ -167,7 +168,7 @@ def test_the_nngp_matches_the_reference_on_small_architectures():
                                ("erf",), ("conv", 3, 2, "same", 1.0, 0.2), ("relu",), ("readout", 1.5, 0.2)])
     kernel = ConvNetKernel(Sequential(Conv2d(3, var_weight=2.0, var_bias=0.1), ReLU(), Conv2d(2, var_weight=1.5),
                                       Erf(), Conv2d(3, stride=2, var_weight=1.0, var_bias=0.2), ReLU(),
-                                      Readout(var_weight=1.5, var_bias=0.2)), shape)
+                                      Readout(var_weight=1.5, var_bias=0.2)), shape, normalise=False)
     np.testing.assert_allclose(kernel.K(_flat(x)).numpy(), ref.kernel_matrix(arch, x), rtol=1e-10)
     assert ref_arch is arch
 
@@ -176,7 +177,7 @@ def test_hyperparameters_are_positive_gpflow_parameters_with_gradients():
     import tensorflow as tf
 
     network = paper_network("convnet_gp")
-    kernel = ConvNetKernel(network, (28, 28, 1))
+    kernel = ConvNetKernel(network, (28, 28, 1), normalise=False)
     parameters = kernel.trainable_parameters
     assert len(parameters) == 16  # 7 hidden convs + readout, weight and bias each
     assert all(isinstance(p.transform, type(gpflow.utilities.positive())) for p in parameters)
@@ -267,7 +268,7 @@ def _pooled_network():
 def test_average_pooling_matches_the_independent_full_covariance_recursion():
     shape = (4, 4, 2)
     x, x2 = _images(3, shape, 6), _images(2, shape, 7)
-    kernel = ConvNetKernel(_pooled_network(), shape, pair_batch=40)
+    kernel = ConvNetKernel(_pooled_network(), shape, pair_batch=40, normalise=False)
     assert kernel.full_covariance
     np.testing.assert_allclose(kernel.K(_flat(x)).numpy(), ref.kernel_matrix_full(POOLED, x), rtol=1e-10)
     np.testing.assert_allclose(kernel.K(_flat(x), _flat(x2)).numpy(), ref.kernel_matrix_full(POOLED, x, x2), rtol=1e-10)
