@@ -137,7 +137,9 @@ class SWAG(tf.Module):
         """The SWAG Gaussian as a ``tfp.distributions.Distribution`` over the flattened weights [D].
 
         Its covariance is :meth:`covariance`'s, ``scale * (diag(σ²) + D Dᵀ / (K - 1))`` (the first
-        term only with ``diagonal_only``), the law :meth:`sample` draws from. The low-rank form is
+        term only with ``diagonal_only``), the law :meth:`sample` draws from, with σ² floored at
+        ``(eps * |mean|)²`` (eps of the moments' dtype): a weight that never moved has no variance
+        a sample in that dtype could show, and without the floor its log_prob would be rounding noise. The low-rank form is
         ``MultivariateNormalDiagPlusLowRankCovariance`` over a ``LinearOperatorLowRankUpdate``:
         ``sample`` costs O(D K), ``log_prob`` uses the Woodbury identity and the matrix determinant
         lemma (a K x K capacitance matrix), so no D x D matrix is formed except by an explicit
@@ -159,7 +161,12 @@ class SWAG(tf.Module):
             raise InvalidOptionError("SWAG has collected no snapshot yet; collect (train past start_epoch) "
                                      "before building its distribution")
         loc = tf.identity(self.mean)
-        variance = float(scale) * self.variance
+        # A weight that never moved has variance VAR_CLAMP; below the float resolution of its mean a
+        # sample in this dtype cannot move either, and log_prob of such samples is rounding noise
+        # (float32: +-1e15). So the variance is floored at (eps * |mean|)^2, which changes nothing
+        # where the dtype can resolve it (float64: every variance above ~5e-33 |mean|^2).
+        resolution = tf.square(tf.constant(np.finfo(self.dtype.as_numpy_dtype).eps, self.dtype) * tf.abs(loc))
+        variance = float(scale) * tf.maximum(self.variance, resolution)
         if diagonal_only:
             return tfd.MultivariateNormalDiag(loc=loc, scale_diag=tf.sqrt(variance), name="SWAGDiagonal")
         if self.max_rank < 2:
