@@ -6,7 +6,7 @@ so that ``import tfbdl.bayes.laplace`` (numpy-only core) stays light.
 
 from __future__ import annotations
 
-import importlib
+from tfbdl.lazy import lazy_exports
 
 _LAZY = {
     "SWAG": "tfbdl.bayes.swag",
@@ -17,14 +17,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str):
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tfbdl.bayes' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -8,7 +8,7 @@ does not import TensorFlow.
 
 from __future__ import annotations
 
-import importlib
+from tfbdl.lazy import lazy_exports
 
 from tfbdl.gp.cholesky import (
     JitterWarning,
@@ -53,14 +53,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    """Import the GPflow-dependent names on first use."""
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'tfbdl.gp' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -14,20 +14,11 @@ import them directly (``from tfbdl.ntk.empirical import compute_ntk``). The name
 (``EmpiricalNTKKernel``) load their submodule on first use.
 """
 
+from tfbdl.lazy import lazy_exports
+
 __all__ = ["EmpiricalNTKKernel"]
 
 _LAZY = {"EmpiricalNTKKernel": "tfbdl.ntk.kernel"}
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

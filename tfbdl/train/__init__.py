@@ -12,7 +12,7 @@ TensorFlow; touching :class:`Trainer` or :func:`get_strategy` does.
 
 from __future__ import annotations
 
-import importlib
+from tfbdl.lazy import lazy_exports
 
 _EXPORTS = {
     "SCHEDULES": "schedules",
@@ -35,14 +35,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tfbdl.train' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"tfbdl.train.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, {name: f"tfbdl.train.{module}" for name, module in _EXPORTS.items()})
