@@ -65,6 +65,60 @@ def test_cholesky_matches_numpy_in_place(order):
     np.testing.assert_allclose(L, np.linalg.cholesky(K0), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("order", ["C", "F"])
+@pytest.mark.parametrize("panel", [1, 7, 16, 60, 100])
+def test_blocked_cholesky_equals_lapack(order, panel):
+    """The blocked form (used above BLOCKED_ABOVE rows) gives LAPACK's factor, touches only the
+    lower triangle, and works in float32 too."""
+    K0 = random_spd(60, seed=5)
+    K = np.array(K0, order=order)
+    L, jitter = cholesky_inplace(K, panel=panel, clean=False)
+    assert jitter == 0.0 and np.shares_memory(L, K)
+    np.testing.assert_allclose(np.tril(L), np.linalg.cholesky(K0), rtol=1e-10, atol=1e-10)
+    np.testing.assert_array_equal(np.triu(K, 1), np.triu(K0, 1))  # the strict upper triangle untouched
+    K32 = np.array(K0, dtype=np.float32, order=order)
+    L32, _ = cholesky_inplace(K32, panel=panel)
+    assert L32.dtype == np.float32
+    np.testing.assert_allclose(L32, np.linalg.cholesky(K0), rtol=1e-4, atol=1e-4)
+
+
+def test_blocked_cholesky_jitter_and_failure_restore_the_matrix():
+    X = np.random.default_rng(6).standard_normal((50, 5))
+    K0 = X @ X.T  # rank 5: the first attempts fail inside a later panel
+    K = K0.copy()
+    with pytest.warns(JitterWarning):
+        L, jitter = cholesky_inplace(K, panel=8)
+    np.testing.assert_allclose(L @ L.T, K0 + jitter * np.eye(50), atol=1e-9 * np.mean(np.diag(K0)))
+    rng = np.random.default_rng(7)
+    Q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    eig = np.linspace(1.0, 2.0, 30)
+    eig[-1] = -0.5
+    K0 = (Q * eig) @ Q.T
+    K0 = (K0 + K0.T) / 2
+    K = K0.copy()
+    with pytest.raises(NotPositiveDefiniteError, match="not positive definite"):
+        cholesky_inplace(K, panel=8, max_tries=3)
+    np.testing.assert_array_equal(K, K0)
+    with pytest.raises(ValueError, match="panel"):
+        cholesky_inplace(K0.copy(), panel=0)
+
+
+def test_blocked_cholesky_is_the_default_above_the_threshold(monkeypatch):
+    from tfbdl.gp import cholesky
+
+    monkeypatch.setattr(cholesky, "BLOCKED_ABOVE", 40)
+    monkeypatch.setattr(cholesky, "PANEL", 16)
+    calls = []
+    original = cholesky._blocked_potrf
+    monkeypatch.setattr(cholesky, "_blocked_potrf", lambda K, panel: calls.append(panel) or original(K, panel))
+    K0 = random_spd(60, seed=8)
+    L, _ = cholesky_inplace(K0.copy())
+    assert calls == [16]
+    np.testing.assert_allclose(L, np.linalg.cholesky(K0), rtol=1e-10, atol=1e-10)
+    cholesky_inplace(random_spd(30))  # at or below the threshold: LAPACK on the whole matrix
+    assert calls == [16]
+
+
 def test_cholesky_overwrite_false_keeps_input():
     K0 = random_spd(30, seed=1)
     K = K0.copy()

@@ -33,6 +33,13 @@ __all__ = [
 #: Rows processed at a time by the O(N^2) helpers, so their temporaries stay O(block * N).
 _BLOCK = 512
 
+#: Above this size the factorisation is blocked (:func:`_blocked_potrf`): LAPACK ``potrf`` is called
+#: on ``PANEL x PANEL`` diagonal blocks only and the large updates are matrix products. OpenBLAS's
+#: threaded ``potrf`` on a whole 20,000 x 20,000 float64 matrix kills the process with a
+#: segmentation fault (12,000 works); blocks of these sizes stay far from that.
+BLOCKED_ABOVE = 8192
+PANEL = 1024
+
 
 class NotPositiveDefiniteError(TfbdlError):
     """A matrix could not be Cholesky-factorised even after adding the largest jitter tried."""
@@ -85,8 +92,45 @@ def _all_finite(K: np.ndarray) -> bool:
     return all(np.isfinite(K[r0:r0 + _BLOCK]).all() for r0 in range(0, K.shape[0], _BLOCK))
 
 
+def _blocked_potrf(K: np.ndarray, panel: int) -> int:
+    """Right-looking blocked lower Cholesky of ``K [N, N]`` in place, in K's own indexing.
+
+    Reads and writes only K's lower triangle and diagonal (the strict upper triangle keeps its
+    values, as LAPACK's ``clean=0``), for C- or Fortran-ordered K. Per panel of ``panel`` columns:
+    ``potrf`` of a copy of the diagonal block, a triangular solve for the panel below it (one
+    ``(N - j) x panel`` temporary), and the trailing update as matrix products column block by
+    column block, the diagonal blocks' lower triangles only. Returns LAPACK's ``info``: 0 on
+    success, else the 1-based order of the first leading minor that is not positive.
+    """
+    n = K.shape[0]
+    potrf = scipy.linalg.get_lapack_funcs("potrf", (K,))
+    for j0 in range(0, n, panel):
+        j1 = min(j0 + panel, n)
+        lower = np.tril_indices(j1 - j0)
+        diagonal = np.array(K[j0:j1, j0:j1], order="F")
+        factor, info = potrf(diagonal, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            return info if info < 0 else j0 + info
+        K[j0:j1, j0:j1][lower] = factor[lower]
+        if j1 == n:
+            break
+        below = scipy.linalg.solve_triangular(factor, np.array(K[j1:, j0:j1]).T, lower=True,
+                                              check_finite=False).T          # L21 = A21 L11^-T
+        K[j1:, j0:j1] = below
+        for c0 in range(j1, n, panel):
+            c1 = min(c0 + panel, n)
+            rows = below[c0 - j1:c1 - j1]                                     # L21 rows of this block
+            update = rows @ rows.T
+            block_lower = np.tril_indices(c1 - c0)
+            K[c0:c1, c0:c1][block_lower] -= update[block_lower]
+            if c1 < n:
+                K[c1:, c0:c1] -= below[c1 - j1:] @ rows.T
+    return 0
+
+
 def cholesky_inplace(K: np.ndarray, *, jitter: float | None = None, max_tries: int = 8,
-                     overwrite: bool = True, clean: bool = True) -> tuple[np.ndarray, float]:
+                     overwrite: bool = True, clean: bool = True, panel: int | None = None
+                     ) -> tuple[np.ndarray, float]:
     """Lower Cholesky factor ``L [N, N]`` of a symmetric ``K [N, N]``, adding jitter if needed.
 
     With ``overwrite=True`` (default) **K is destroyed**: the factor is written into K's own
@@ -104,6 +148,11 @@ def cholesky_inplace(K: np.ndarray, *, jitter: float | None = None, max_tries: i
     so that :func:`restore_from_upper` can rebuild K afterwards; solves only read the lower
     triangle, so :func:`cho_solve_inplace` works either way.
 
+    ``panel``: None calls LAPACK ``potrf`` on the whole matrix up to ``BLOCKED_ABOVE`` rows and the
+    blocked factorisation (:func:`_blocked_potrf`, panels of ``PANEL``) above, where OpenBLAS's
+    threaded ``potrf`` crashes; an integer forces the blocked form with that panel width. Both
+    keep one N x N buffer; the blocked form adds an ``N x panel`` temporary.
+
     Returns ``(L, jitter_used)``; ``jitter_used`` is the absolute amount added (0.0 if none).
     Raises :class:`NotPositiveDefiniteError` when the diagonal is not positive, entries are not
     finite, or the last attempt fails; K is then restored (its diagonal as given).
@@ -120,6 +169,9 @@ def cholesky_inplace(K: np.ndarray, *, jitter: float | None = None, max_tries: i
     n = K.shape[0]
     if n == 0:
         return K, 0.0
+    if panel is not None and (isinstance(panel, bool) or int(panel) < 1):
+        raise ValueError(f"panel must be a positive integer, got {panel!r}")
+    blocked = int(panel) if panel is not None else (PANEL if n > BLOCKED_ABOVE else None)
     A, lower = _fortran_view(K)
     potrf = scipy.linalg.get_lapack_funcs("potrf", (A,))
 
@@ -143,7 +195,10 @@ def cholesky_inplace(K: np.ndarray, *, jitter: float | None = None, max_tries: i
         if attempt > 0:
             added = jitter0 * 10.0 ** (attempt - 1)
             restore_from_upper(K, diag + added)
-        _, info = potrf(A, lower=lower, clean=0, overwrite_a=1)
+        if blocked is None:
+            _, info = potrf(A, lower=lower, clean=0, overwrite_a=1)
+        else:
+            info = _blocked_potrf(K, blocked)
         if info == 0:
             break
         if info < 0:  # an argument was invalid: a bug here, not the user's matrix
