@@ -685,7 +685,9 @@ def run_make_cifar_c(*, dataset: str, scale: str, out: str, data_dir, seed: int,
     skipped = "" if "frost" in names else (f" frost was skipped: it needs the reference's frost texture images in "
                                            f"${FROST_DIR_ENV} (or --texture-dir).")
     run.finish(f"{len(names)} corruptions x 5 severities of {len(labels)} test images of {test.describe()}, "
-               f"written to `corrupted/<name>.npz` (arrays severity_1..severity_5, labels).{skipped}\n")
+               f"written to `corrupted/<name>.npz` (arrays severity_1..severity_5, labels, seed, and source_sha256: "
+               f"the SHA-256 fingerprint of the clean images, so a rerun on other images recomputes instead of "
+               f"reusing).{skipped}\n")
     record_run(run)
     return run
 

@@ -365,7 +365,8 @@ def test_make_corrupted_set_writes_resumes_and_recomputes_missing(tmp_path, caps
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}.npz" for n in names)  # no temp files left
     for name in names:
         with np.load(paths[name]) as archive:
-            assert {f"severity_{s}" for s in C.SEVERITIES} | {"labels", "seed"} == set(archive.files)
+            assert {f"severity_{s}" for s in C.SEVERITIES} | {"labels", "seed", "source_sha256"} == set(archive.files)
+            assert str(archive["source_sha256"]) == C.images_fingerprint(images)
             np.testing.assert_array_equal(archive["labels"], labels)
             for s in C.SEVERITIES:
                 np.testing.assert_array_equal(archive[f"severity_{s}"], C.corrupt(images, name, s, seed=4))
@@ -414,7 +415,7 @@ def test_make_corrupted_set_defaults_to_all_19_and_redoes_a_damaged_file(tmp_pat
     assert list(paths) == list(C.CORRUPTIONS)
     for path in paths.values():
         with np.load(path) as archive:
-            assert set(archive.files) == {"severity_1", "severity_5", "labels", "seed"}
+            assert set(archive.files) == {"severity_1", "severity_5", "labels", "seed", "source_sha256"}
             assert archive["severity_5"].shape == images.shape
     paths["fog"].write_bytes(b"not a zip file")
     C.make_corrupted_set(images, labels, tmp_path, names=["fog"], severities=(1, 5), progress=False)

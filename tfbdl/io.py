@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime as _dt
+import errno
 import hashlib
 import io as _io
 import json
@@ -326,6 +327,28 @@ def _csv_cell(value: Any) -> Any:
     return "" if value is None else value
 
 
+def _is_non_folder(path: pathlib.Path) -> bool:
+    try:
+        return path.exists() and not path.is_dir()
+    except OSError:  # not even searchable: not the component to blame here
+        return False
+
+
+def _cannot_create(path: pathlib.Path, error: OSError) -> str:
+    """One line for an OSError met while creating or resuming the run folder ``path``."""
+    reason = error.strerror or str(error) or type(error).__name__
+    where = pathlib.Path(error.filename) if error.filename else path
+    if isinstance(error, NotADirectoryError) or error.errno == errno.ENOTDIR:
+        blocker = next((p for p in [path, *path.parents] if _is_non_folder(p)), None)
+        if blocker is not None:
+            return (f"cannot create the run folder {path}: {blocker} is a file, not a folder; "
+                    "choose another --out (a folder you can write to)")
+    if isinstance(error, PermissionError) or error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot create the run folder {path}: {reason} ({where}); choose an --out you can write to, "
+                "or fix the folder's permissions")
+    return f"cannot create the run folder {path}: {reason} ({where}); choose another --out"
+
+
 class RunDir:
     """One run's folder ``out/experiment/run_id/`` with atomic writers and progress marks.
 
@@ -352,6 +375,8 @@ class RunDir:
         An existing run is resumed only when its stored config equals ``config``; otherwise
         RunDirectoryError names the keys that differ. With ``resume=False`` an existing
         folder is renamed to ``run_id.old-<timestamp>`` (never deleted) and a fresh one made.
+        Any OSError on the way (a path component that is a file, a read-only or full disk, no
+        permission) becomes a one-line RunDirectoryError naming the path and what to do.
         """
         _check_name(experiment, "experiment name")
         _check_name(run_id, "run id")
@@ -362,19 +387,22 @@ class RunDir:
         except (TypeError, ValueError) as e:
             raise InvalidOptionError(f"config must hold JSON values only ({e})") from e
         path = pathlib.Path(out) / experiment / run_id
-        if path.exists() and not path.is_dir():
-            raise RunDirectoryError(f"{path} exists and is not a folder; remove it or choose another --out")
-        if path.exists():
-            if resume:
-                if cls._resumable(path, config):
-                    return cls(path, experiment, run_id, config)
-            else:
-                cls._move_aside(path)
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(
-            path / "config.json",
-            {"config": config, "versions": package_versions(), "git": git_commit(), "created": _now_iso()},
-        )
+        try:
+            if path.exists() and not path.is_dir():
+                raise RunDirectoryError(f"{path} exists and is not a folder; remove it or choose another --out")
+            if path.exists():
+                if resume:
+                    if cls._resumable(path, config):
+                        return cls(path, experiment, run_id, config)
+                else:
+                    cls._move_aside(path)
+            path.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(
+                path / "config.json",
+                {"config": config, "versions": package_versions(), "git": git_commit(), "created": _now_iso()},
+            )
+        except OSError as error:
+            raise RunDirectoryError(_cannot_create(path, error)) from error
         return cls(path, experiment, run_id, config)
 
     @staticmethod

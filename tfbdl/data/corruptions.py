@@ -142,14 +142,17 @@ Producing a data set
 
 :func:`corrupt` validates its arguments and seeds per block of :data:`CHUNK` images;
 :func:`make_corrupted_set` writes ``<out_dir>/<name>.npz`` with ``severity_1`` .. ``severity_5``,
-``labels`` and ``seed``, atomically, skipping files that are already complete. Each block of
-images gets its own generator derived from ``(seed, name, severity, block index)``, so
-``make_corrupted_set(x, y, d, seed=s)`` stores exactly ``corrupt(x, name, k, seed=s)``.
+``labels``, ``seed`` and ``source_sha256`` (:func:`images_fingerprint` of the clean images),
+atomically, skipping files that are already complete. Each block of images gets its own generator
+derived from ``(seed, name, severity, block index)``, so ``make_corrupted_set(x, y, d, seed=s)``
+stores exactly ``corrupt(x, name, k, seed=s)``. A stored file is reused only when it was made from
+the same images (same fingerprint), labels and seed; otherwise it is recomputed, with a note.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 import math
 import os
@@ -170,6 +173,7 @@ __all__ = [
     "FROST_FILES",
     "SEVERITIES",
     "corrupt",
+    "images_fingerprint",
     "make_corrupted_set",
     "line_kernel",
     "brightness",
@@ -1015,31 +1019,47 @@ def _npy_headers(path: pathlib.Path) -> dict:
     return headers
 
 
-def _is_complete(path: pathlib.Path, images: np.ndarray, labels: np.ndarray, severities, seed: int) -> bool:
-    """Whether ``path`` holds every requested severity for these images, labels and seed."""
+def images_fingerprint(images: np.ndarray) -> str:
+    """SHA-256 (hex) of uint8 images: their shape, then their bytes in C order."""
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    digest = hashlib.sha256(repr(tuple(int(n) for n in images.shape)).encode())
+    digest.update(memoryview(images).cast("B"))
+    return digest.hexdigest()
+
+
+def _stored_state(path: pathlib.Path, images, labels, severities, seed: int, fingerprint: str) -> str:
+    """'complete', 'missing', 'other-images' (same shapes, labels and seed but another
+    fingerprint, or none stored) or 'incomplete' (anything else: another seed, damaged, ...)."""
     if not path.is_file():
-        return False
+        return "missing"
     try:
         headers = _npy_headers(path)
         wanted = {f"severity_{s}" for s in severities}
         if not wanted | {"labels", "seed"} <= set(headers):
-            return False
+            return "incomplete"
         if any(headers[key] != (images.shape, np.dtype(np.uint8)) for key in wanted):
-            return False
+            return "incomplete"
         with np.load(path, allow_pickle=False) as archive:
-            return int(archive["seed"]) == seed and np.array_equal(archive["labels"], labels)
+            if int(archive["seed"]) != seed or not np.array_equal(archive["labels"], labels):
+                return "incomplete"
+            stored = str(archive["source_sha256"]) if "source_sha256" in archive.files else None
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-        return False
+        return "incomplete"
+    return "complete" if stored == fingerprint else "other-images"
 
 
 def make_corrupted_set(images, labels, out_dir, names: Iterable[str] | None = None,
                        severities: Iterable[int] = SEVERITIES, seed: int = 0, progress: bool = True, *,
                        texture_dir=None) -> dict[str, pathlib.Path]:
-    """Write ``out_dir/<name>.npz`` for each corruption: ``severity_<k>`` arrays, ``labels``, ``seed``.
+    """Write ``out_dir/<name>.npz`` for each corruption: ``severity_<k>`` arrays, ``labels``, ``seed``
+    and ``source_sha256`` (:func:`images_fingerprint` of ``images``).
 
     ``names`` defaults to all of :data:`CORRUPTIONS`. A file that already holds every requested
-    severity with the same shape, the same labels and the same seed is skipped, so an interrupted
-    run resumes where it stopped; each file is written atomically (:func:`tfbdl.io.atomic_path`).
+    severity made from the same images (same fingerprint), with the same labels and the same seed
+    is skipped, so an interrupted run resumes where it stopped; each file is written atomically
+    (:func:`tfbdl.io.atomic_path`). A file made from other source images (or stored without a
+    fingerprint, by an older version) is recomputed, not reused, and a note on stderr says so:
+    reusing it would evaluate on corruptions of images that are not the ones asked for.
     ``severity_<k>`` equals ``corrupt(images, name, k, seed)``. Frost textures are checked before
     any work starts. Returns ``{name: path}``.
     """
@@ -1063,7 +1083,15 @@ def make_corrupted_set(images, labels, out_dir, names: Iterable[str] | None = No
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {name: out_dir / f"{name}.npz" for name in names}
-    todo = [name for name in names if not _is_complete(paths[name], images, labels, severities, seed)]
+    fingerprint = images_fingerprint(images)
+    states = {name: _stored_state(paths[name], images, labels, severities, seed, fingerprint) for name in names}
+    todo = [name for name in names if states[name] != "complete"]
+    stale = [name for name in todo if states[name] == "other-images"]
+    if stale:
+        import click
+
+        click.echo(f"note: {', '.join(stale)} in {out_dir} {'was' if len(stale) == 1 else 'were'} made from other "
+                   "source images (their SHA-256 fingerprint differs or is missing); recomputing", err=True)
     total = len(todo) * len(severities) * images.shape[0]
     with progress_bar(total, "corruptions", show=progress) as bar:
         for name in todo:
@@ -1076,5 +1104,5 @@ def make_corrupted_set(images, labels, out_dir, names: Iterable[str] | None = No
                 arrays[f"severity_{severity}"] = (np.concatenate(blocks, axis=0) if blocks
                                                   else images.copy())
             with atomic_path(paths[name]) as tmp:
-                np.savez(tmp, labels=labels, seed=np.int64(seed), **arrays)
+                np.savez(tmp, labels=labels, seed=np.int64(seed), source_sha256=np.str_(fingerprint), **arrays)
     return paths

@@ -32,7 +32,9 @@ class DatasetSpec:
     folder: str  # its folder inside a data root
     files: dict[str, RemoteFile]  # role -> file
     split_files: dict[str, tuple[str, ...]]  # split -> roles it needs
-    parse: Callable[[dict[str, bytes], str], tuple[np.ndarray, np.ndarray]]  # (contents, split)
+    # (contents, split) -> (images, labels), or (images, labels, notes) where ``notes`` are remarks
+    # for the run's record (e.g. how many unreadable files were skipped)
+    parse: Callable[[dict[str, bytes], str], tuple]
     image_shape: tuple[int, int, int]
     num_classes: int
     class_names: tuple[str, ...] | None = None
@@ -42,6 +44,17 @@ class DatasetSpec:
     @property
     def splits(self) -> tuple[str, ...]:
         return tuple(self.split_files)
+
+
+# Decompressed sizes of the four IDX files of the MNIST family (a 16-byte image header plus
+# 28x28 bytes per image; an 8-byte label header plus one byte per label), the same for MNIST and
+# Fashion-MNIST: a copy that decompresses to more is refused before it is expanded further.
+_MNIST_CONTENT_SIZES = {
+    "train_images": 16 + 60000 * 28 * 28,
+    "train_labels": 8 + 60000,
+    "test_images": 16 + 10000 * 28 * 28,
+    "test_labels": 8 + 10000,
+}
 
 
 def _mnist_family_files(base_urls: tuple[str, ...], checks: dict[str, tuple]) -> dict[str, RemoteFile]:
@@ -54,7 +67,8 @@ def _mnist_family_files(base_urls: tuple[str, ...], checks: dict[str, tuple]) ->
     }
     return {
         role: RemoteFile(filename, base_urls[0] + filename, *checks[role],
-                         mirrors=tuple(base + filename for base in base_urls[1:]))
+                         mirrors=tuple(base + filename for base in base_urls[1:]),
+                         content_size=_MNIST_CONTENT_SIZES[role])
         for role, filename in names.items()
     }
 
@@ -109,8 +123,8 @@ def _parse_cifar100(contents: dict[str, bytes], split: str):
 
 
 def _parse_notmnist(contents: dict[str, bytes], split: str):
-    images, labels, _skipped = notmnist.parse_notmnist_archive(contents["archive"], "notMNIST_small.tar.gz")
-    return _apply_split(images, labels, split)
+    images, labels, skipped = notmnist.parse_notmnist_archive(contents["archive"], "notMNIST_small.tar.gz")
+    return (*_apply_split(images, labels, split), [notmnist.skipped_note(skipped)] if skipped else [])
 
 
 _MNIST_URLS = (  # the official address first, then the mirrors that torchvision and tfds use
@@ -183,7 +197,8 @@ register(DatasetSpec(
     folder="mnist_sample",
     files={"sample": RemoteFile(
         "mnist_10k.npz", None,
-        content_sha256="a9c444adb7dac046fe419c1988c0811da067438961b66d8322526e6e844cae2d")},
+        content_sha256="a9c444adb7dac046fe419c1988c0811da067438961b66d8322526e6e844cae2d",
+        content_size=1626660)},
     split_files={split: ("sample",) for split in ("all", "train", "test")},
     parse=_parse_mnist_sample,
     image_shape=(28, 28, 1),
@@ -196,6 +211,8 @@ register(DatasetSpec(
     name="cifar10",
     description="CIFAR-10 (Krizhevsky 2009), python version, official 50k/10k split",
     folder="cifar10",
+    # Only the official archive's MD5 is known (no content size): it is checked on the raw bytes
+    # before anything is decompressed, so no other file is ever expanded.
     files={"archive": RemoteFile("cifar-10-python.tar.gz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
                                  archive_md5="c58f30108f718f92721af3b95e74349a", size=170498071)},
     split_files={"train": ("archive",), "test": ("archive",)},
@@ -225,8 +242,9 @@ register(DatasetSpec(
     description="notMNIST small (Bulatov 2011): letters A-J in many fonts; 'all', plus a seeded "
                 "stratified 80/20 'train'/'test' split",
     folder="notmnist",
-    # 18,726 PNG files of which 2 are empty (one in A, one in F): 18,724 readable images.
-    # The archive's MD5 is the one pinned by public loaders of notMNIST_small.
+    # 18,726 PNG files of which 2 are empty (one in A, one in F): 18,724 readable images (the
+    # skipped ones are counted in a note). The archive's MD5 is the one pinned by public loaders of
+    # notMNIST_small; it is checked on the raw bytes before anything is decompressed.
     files={"archive": RemoteFile("notMNIST_small.tar.gz",
                                  "http://yaroslavvb.com/upload/notMNIST/notMNIST_small.tar.gz",
                                  archive_md5="c9890a473a9769fda4bdf314aaf500dd", size=8458043,
@@ -282,7 +300,8 @@ def fetch(name: str, data_dir=None, *, progress: bool = True,
 
 
 def load_dataset(name: str, split: str = "train", data_dir=None, *, download: bool = True,
-                 progress: bool = True, timeout: float = files.DOWNLOAD_TIMEOUT) -> tuple[np.ndarray, np.ndarray]:
+                 progress: bool = True, timeout: float = files.DOWNLOAD_TIMEOUT,
+                 notes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Load a dataset split from its official files.
 
     Returns ``(images, labels)``: images uint8 [N, H, W, C], labels int64 [N].
@@ -290,6 +309,8 @@ def load_dataset(name: str, split: str = "train", data_dir=None, *, download: bo
     dataset folders; a missing one is downloaded when ``download`` is true (else DatasetNotFound),
     giving up on an address that sends nothing for ``timeout`` seconds.
     Every file is verified before it is parsed (ChecksumError on a mismatch).
+    Remarks about what was read (e.g. "2 unreadable notMNIST files were skipped") are appended to
+    ``notes`` when it is a list, else printed on stderr as ``note: ...``.
     """
     spec = get_spec(name)
     contents = {}
@@ -302,13 +323,25 @@ def load_dataset(name: str, split: str = "train", data_dir=None, *, download: bo
             path = files.download(remote, files.download_root(data_dir) / spec.folder, progress=progress,
                                   timeout=timeout)
         contents[role] = files.verify_content(path, remote)
-    images, labels = spec.parse(contents, split)
+    images, labels, *extra = spec.parse(contents, split)
+    _report_notes(list(extra[0]) if extra else [], notes)
     if images.ndim != 4 or images.shape[1:] != spec.image_shape or images.dtype != np.uint8:
         raise DataFormatError(f"{name}/{split}: parsed images {images.dtype} {images.shape}, "
                               f"expected uint8 [N, {', '.join(map(str, spec.image_shape))}]")
     if labels.min(initial=0) < 0 or labels.max(initial=0) >= spec.num_classes:
         raise DataFormatError(f"{name}/{split}: labels outside 0..{spec.num_classes - 1}")
     return images, labels
+
+
+def _report_notes(found: list[str], notes: list[str] | None) -> None:
+    """Append the parser's remarks to ``notes`` (once each), or print them when it is None."""
+    if notes is not None:
+        notes.extend(text for text in found if text not in notes)
+    elif found:
+        import click  # only the CLI's own dependency, imported when there is something to say
+
+        for text in found:
+            click.echo(f"note: {text}", err=True)
 
 
 def is_downloadable(name: str, split: str) -> bool:

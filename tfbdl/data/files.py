@@ -6,8 +6,12 @@ then system dataset folders (Debian's ``dataset-fashion-mnist`` installs under
 folder or at the top.
 
 Verification reads the *decompressed* content: Linux distributions recompress gzip files, so
-an archive's bytes can differ while the data are the same. A file passes if its decompressed
-content has the known SHA-256, or if its raw bytes have the official archive's MD5.
+an archive's bytes can differ while the data are the same. A file passes if its raw bytes have the
+official archive's MD5 (checked first, without decompressing), or if its decompressed content has
+the known SHA-256. Decompression streams and is capped at the official content's size
+(:attr:`RemoteFile.content_size`, or :data:`MAX_UNKNOWN_CONTENT` where the registry has none), so
+a file that expands further (a gzip bomb dropped in a data folder) is refused after reading at most
+that many bytes, and the SHA-256 is computed while streaming.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ import dataclasses
 import gzip
 import hashlib
 import http.client
+import io
 import os
+import zlib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -40,6 +46,7 @@ class RemoteFile:
     archive_md5: str | None = None  # of the official archive's raw bytes
     size: int | None = None  # of the official archive, for the progress bar
     mirrors: tuple[str, ...] = ()  # tried in order after ``url``
+    content_size: int | None = None  # bytes of the decompressed content: the most a copy may expand to
 
     @property
     def gzipped(self) -> bool:
@@ -85,32 +92,101 @@ def download_root(data_dir: str | os.PathLike | None = None) -> Path:
     return CACHE_DIR.expanduser()
 
 
-def read_content(path: Path) -> tuple[bytes, bytes]:
-    """Return (raw bytes, decompressed content) of a file; gzip is detected by its magic bytes."""
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return raw, gzip.decompress(raw)
-        except (OSError, EOFError) as error:
-            raise ChecksumError(f"{path}: broken gzip stream ({error}); delete it and fetch it again") from error
-    return raw, raw
+# The most bytes a file may decompress to when the registry does not record its content size.
+MAX_UNKNOWN_CONTENT = 1 << 30
+_READ_CHUNK = 1 << 20
+
+
+def content_limit(remote: RemoteFile) -> int:
+    """The most bytes a copy of ``remote`` may decompress to before it is refused."""
+    return remote.content_size if remote.content_size is not None else MAX_UNKNOWN_CONTENT
+
+
+def is_gzip(path: Path) -> bool:
+    """Whether ``path`` starts with the gzip magic bytes."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _too_big(path: Path, what: str, limit: int, name: str | None) -> ChecksumError:
+    expected = (f"the official {name} holds {limit:,}" if name is not None
+                else f"at most {limit:,} are allowed for a file whose size is not recorded")
+    return ChecksumError(f"{path}: {what} more than {limit:,} bytes but {expected}, so it is not the official file "
+                         "(perhaps a decompression bomb) and was not read further; delete it and fetch the dataset "
+                         "again")
+
+
+def read_limited(path: Path, limit: int = MAX_UNKNOWN_CONTENT, *, name: str | None = None) -> tuple[bytes, str]:
+    """The content of ``path`` (decompressed when it is gzip) and its SHA-256, reading at most
+    ``limit`` bytes of content: ChecksumError, naming the file, as soon as there is more.
+
+    ``name`` (the official file name) only words the error. gzip is detected by its magic bytes
+    and decompressed in chunks, so memory stays within ``limit`` whatever the file holds.
+    """
+    digest = hashlib.sha256()
+    sink = io.BytesIO()
+    if not is_gzip(path):
+        size = path.stat().st_size
+        if size > limit:
+            raise _too_big(path, f"is {size:,} bytes,", limit, name)
+        content = path.read_bytes()
+        if len(content) > limit:  # it grew since stat()
+            raise _too_big(path, "holds", limit, name)
+        digest.update(content)
+        return content, digest.hexdigest()
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(min(_READ_CHUNK, limit + 1 - total)):
+                total += len(chunk)
+                if total > limit:
+                    raise _too_big(path, "decompresses to", limit, name)
+                digest.update(chunk)
+                sink.write(chunk)
+    except (OSError, EOFError, zlib.error) as error:
+        raise ChecksumError(f"{path}: broken gzip stream ({error}); delete it and fetch it again") from error
+    return sink.getvalue(), digest.hexdigest()
+
+
+def read_content(path: Path, limit: int = MAX_UNKNOWN_CONTENT) -> tuple[bytes, bytes]:
+    """Return (raw bytes, decompressed content) of a file; gzip is detected by its magic bytes,
+    and content beyond ``limit`` bytes is refused (see :func:`read_limited`)."""
+    content, _ = read_limited(path, limit)
+    return path.read_bytes(), content
 
 
 def verify_content(path: Path, remote: RemoteFile) -> bytes:
     """Check a file against the official checksums and return its decompressed content.
 
-    Raises ChecksumError (and parses nothing) when neither checksum matches.
+    The raw bytes' MD5 is tried first (no decompression), then the SHA-256 of the content,
+    decompressed in a stream of at most :func:`content_limit` bytes. Raises ChecksumError (and
+    parses nothing) when neither checksum matches or the content would exceed the limit.
     """
-    raw, content = read_content(path)
-    if remote.content_sha256 and hashlib.sha256(content).hexdigest() == remote.content_sha256:
-        return content
-    if remote.archive_md5 and hashlib.md5(raw).hexdigest() == remote.archive_md5:
-        return content
     if not remote.content_sha256 and not remote.archive_md5:
         raise ChecksumError(f"{path}: no checksum is known for {remote.filename}, so it cannot be verified")
+    limit = content_limit(remote)
+    name = remote.filename if remote.content_size is not None else None
+    md5 = _file_md5(path) if remote.archive_md5 else None
+    if md5 is not None and md5 == remote.archive_md5:  # the official archive itself
+        return read_limited(path, limit, name=name)[0]
+    if not remote.content_sha256:  # only the archive's MD5 is known: do not expand other bytes at all
+        raise ChecksumError(
+            f"{path} does not match the official {remote.filename} (MD5 of its bytes {md5[:16]}...). "
+            "It is corrupt, truncated or another file: delete it and fetch the dataset again.")
+    content, sha256 = read_limited(path, limit, name=name)
+    if sha256 == remote.content_sha256:
+        return content
     raise ChecksumError(
         f"{path} does not match the official {remote.filename} "
-        f"(SHA-256 of its content {hashlib.sha256(content).hexdigest()[:16]}...). "
+        f"(SHA-256 of its content {sha256[:16]}...). "
         "It is corrupt, truncated or another file: delete it and fetch the dataset again."
     )
 

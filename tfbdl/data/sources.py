@@ -159,12 +159,13 @@ def load_for_run(name: str, split: str, scale: str, data_dir=None) -> LoadedData
     get_spec(name)  # unknown names fail here, before any fallback
     record = {"requested": name, "requested_split": split, "dataset": name, "split": split, "reason": "",
               "scale": scale}
+    notes: list[str] = []  # the loader's remarks, recorded in the provenance
     if scale == "paper" or is_available(name, split, data_dir):
-        images, labels = load_dataset(name, split, data_dir, download=(scale == "paper"))
-        return LoadedData(images, labels, {**record, "source": "full"})
-    downloaded, why = _try_download(name, split, data_dir)
+        images, labels = load_dataset(name, split, data_dir, download=(scale == "paper"), notes=notes)
+        return _with_notes(LoadedData(images, labels, {**record, "source": "full"}), notes)
+    downloaded, why = _try_download(name, split, data_dir, notes)
     if downloaded is not None:
-        return LoadedData(*downloaded, {**record, "source": "full (downloaded)"})
+        return _with_notes(LoadedData(*downloaded, {**record, "source": "full (downloaded)"}), notes)
     if name in EMBEDDED:
         used_split = split if split in ("train", "test") else "train"  # 'all' -> the training subset
         images, labels = load_embedded(name, used_split)
@@ -180,7 +181,14 @@ def load_for_run(name: str, split: str, scale: str, data_dir=None) -> LoadedData
                           f"'tfbdl data fetch {name}'")
 
 
-def _try_download(name: str, split: str, data_dir) -> tuple[tuple | None, str]:
+def _with_notes(loaded: LoadedData, notes: list[str]) -> LoadedData:
+    """``loaded`` with the loader's remarks (skipped files, ...) recorded in its provenance."""
+    for text in notes:
+        loaded.note(text)
+    return loaded
+
+
+def _try_download(name: str, split: str, data_dir, notes: list[str]) -> tuple[tuple | None, str]:
     """``((images, labels), '')`` when the full split downloads (short timeouts), else
     ``(None, why)`` with ``why`` to append to "the full files are absent" ('' without an address)."""
     if not is_downloadable(name, split):
@@ -188,7 +196,7 @@ def _try_download(name: str, split: str, data_dir) -> tuple[tuple | None, str]:
     if files.offline():
         return None, f" (downloads are off: {files.OFFLINE_ENV} is set)"
     try:
-        return load_dataset(name, split, data_dir, download=True, timeout=files.FALLBACK_TIMEOUT), ""
+        return load_dataset(name, split, data_dir, download=True, timeout=files.FALLBACK_TIMEOUT, notes=notes), ""
     except files.DownloadFailed as error:
         return None, f" and could not be downloaded ({error.reason})"
     except ChecksumError as error:

@@ -35,29 +35,58 @@ class BatchUnpickler(pickle.Unpickler):
         )
 
 
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
 def load_batch_pickle(data: bytes, source: str = "CIFAR batch") -> dict:
-    """Unpickle one batch safely and return it with ``str`` keys."""
+    """Unpickle one batch safely and return it with ``str`` keys.
+
+    numpy checks each array's bytes against the shape and dtype the pickle announces before it
+    builds the array; any mismatch (or an announced size beyond memory) is a DataFormatError.
+    """
     try:
         batch = BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
     except UnsafePickleError:
         raise
+    except MemoryError:
+        raise DataFormatError(f"{source}: the pickle announces more data than the file holds or memory allows; "
+                              "the file is corrupt (delete it and download it again)") from None
     except Exception as error:  # any decoding failure means a corrupt file
-        raise DataFormatError(f"{source}: not a readable pickle ({error})") from error
+        raise DataFormatError(f"{source}: not a readable pickle ({_one_line(error)}); the file is corrupt "
+                              "(delete it and download it again)") from error
     if not isinstance(batch, dict):
         raise DataFormatError(f"{source}: expected a dict, found {type(batch).__name__}")
     return {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
 
 
 def batch_to_arrays(batch: dict, label_key: str, source: str) -> tuple[np.ndarray, np.ndarray]:
-    """Turn a batch dict into (images uint8 [N, 32, 32, 3], labels int64 [N])."""
+    """Turn a batch dict into (images uint8 [N, 32, 32, 3], labels int64 [N]).
+
+    Raises DataFormatError unless ``data`` is a uint8 array [N, 3072] with N >= 1 and the labels
+    are N integers.
+    """
     if "data" not in batch or label_key not in batch:
         raise DataFormatError(f"{source}: missing 'data' or '{label_key}' entry")
-    data = np.asarray(batch["data"])
-    labels = np.asarray(batch[label_key], dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
-        raise DataFormatError(f"{source}: data must be uint8 [N, 3072], found {data.dtype} {data.shape}")
+    data = batch["data"]
+    if not isinstance(data, np.ndarray):
+        raise DataFormatError(f"{source}: 'data' must be a uint8 array [N, 3072], found {type(data).__name__}")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 or data.shape[0] == 0:
+        raise DataFormatError(f"{source}: data must be uint8 [N, 3072] with N >= 1, found {data.dtype} {data.shape}")
+    raw_labels = batch[label_key]
+    if not isinstance(raw_labels, (list, tuple, np.ndarray)):
+        raise DataFormatError(f"{source}: '{label_key}' must be a list of integers, found {type(raw_labels).__name__}")
+    try:
+        labels = np.asarray(raw_labels)
+        if labels.size and labels.dtype.kind not in "iu":
+            raise TypeError(f"{labels.dtype} values")
+        labels = labels.astype(np.int64)
+    except (TypeError, ValueError, OverflowError) as error:
+        raise DataFormatError(f"{source}: '{label_key}' must be integers ({_one_line(error)})") from None
     if labels.shape != (data.shape[0],):
-        raise DataFormatError(f"{source}: {data.shape[0]} images but {labels.shape[0]} labels")
+        found = f"{labels.shape[0]} labels" if labels.ndim == 1 else f"labels of shape {labels.shape}"
+        raise DataFormatError(f"{source}: {data.shape[0]} images but {found}")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels
 

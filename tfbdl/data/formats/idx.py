@@ -5,6 +5,7 @@ dimensions), then DD big-endian int32 sizes, then the elements in C order. MNIST
 magic 2051 (uint8, 3 dims), labels 2049 (uint8, 1 dim).
 """
 
+import math
 import struct
 
 import numpy as np
@@ -26,10 +27,17 @@ IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
 
 
+# More dimensions than any IDX file needs; a header announcing more is refused.
+MAX_DIMS = 8
+
+
 def parse_idx(data: bytes, *, expected_magic: int | None = None, source: str = "IDX data") -> np.ndarray:
     """Decode IDX bytes into an array in native byte order (uint8 stays uint8).
 
-    Raises DataFormatError on a bad magic number or a length that does not match the header.
+    Raises DataFormatError on a bad magic number, a header announcing more than
+    :data:`MAX_DIMS` dimensions or a size that is not positive, or a length that does not match
+    the header. The announced sizes are checked against the bytes present before anything is
+    allocated, in exact integer arithmetic (no overflow).
     """
     if len(data) < 4:
         raise DataFormatError(f"{source}: {len(data)} bytes is too short for an IDX header")
@@ -39,16 +47,24 @@ def parse_idx(data: bytes, *, expected_magic: int | None = None, source: str = "
         raise DataFormatError(f"{source}: not an IDX file (magic number {magic:#010x})")
     if expected_magic is not None and magic != expected_magic:
         raise DataFormatError(f"{source}: magic number {magic}, expected {expected_magic}")
+    if ndim > MAX_DIMS:
+        raise DataFormatError(f"{source}: the header announces {ndim} dimensions (at most {MAX_DIMS} make sense); "
+                              "the file is corrupt")
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataFormatError(f"{source}: truncated header")
     shape = struct.unpack(f">{ndim}i", data[4:header])
+    if any(size <= 0 for size in shape):
+        raise DataFormatError(f"{source}: the header announces shape {shape}; every size must be positive, "
+                              "so the file is corrupt")
     dtype = _IDX_TYPES[type_code]
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow
+    held = len(data) - header
+    if held != expected:
+        problem = "truncated or corrupt" if held < expected else "corrupt (it has trailing bytes)"
         raise DataFormatError(
-            f"{source}: header says shape {shape} ({expected} bytes of data) "
-            f"but the file holds {len(data) - header} bytes; the file is truncated or corrupt"
+            f"{source}: header says shape {shape} ({expected:,} bytes of data) "
+            f"but the file holds {held:,} bytes; the file is {problem}"
         )
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=True)

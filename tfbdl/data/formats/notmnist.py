@@ -1,7 +1,8 @@
 """The notMNIST archive (Bulatov 2011): tar.gz of folders ``A``..``J`` holding 28x28 PNGs.
 
-A few PNGs in the official archives are known to be unreadable; they are skipped and counted
-rather than failing the whole load.
+A few PNGs in the official archives are known to be unreadable (two are empty); they are skipped
+rather than failing the whole load, and counted: the loaders record :func:`skipped_note` in the
+data's provenance, so a run's summary says how many were left out.
 """
 
 import io
@@ -48,3 +49,10 @@ def parse_notmnist_archive(archive: bytes, source: str = "notMNIST archive"):
     if not images:
         raise DataFormatError(f"{source}: no readable A-J/*.png images in the archive")
     return np.stack(images)[..., None], np.asarray(labels, dtype=np.int64), skipped
+
+
+def skipped_note(skipped: list[str], shown: int = 3) -> str:
+    """The provenance note for the members :func:`parse_notmnist_archive` could not decode."""
+    count = len(skipped)
+    names = ", ".join(skipped[:shown]) + (f" and {count - shown} more" if count > shown else "")
+    return (f"{count} unreadable notMNIST file{'s were' if count != 1 else ' was'} skipped ({names})")
