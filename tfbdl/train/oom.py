@@ -9,9 +9,12 @@ requested mini-batch (up to float rounding). ``micro_batch`` starts at a first e
 micro-batch raises ``tf.errors.ResourceExhaustedError`` the partial sums are dropped, the
 model's non-trainable variables (batch-norm moving statistics, dropout seed states) are put
 back to their values before the step, the micro-batch is halved and the SAME step is run
-again; the smaller size is kept for the rest of training. Below ``min_micro_batch`` the error
-is raised as :class:`OutOfMemory`. The size in use is added to every metrics row
-(``micro_batch``) and the halvings are counted in ``oom_retries``.
+again; the smaller size is kept for the rest of training. The weights, the optimizer's state
+and the step counter change only after every micro-batch of the step has run, so a failed try
+leaves nothing else to undo, and the retried step is (on a CPU, bitwise) the step that a run
+with the smaller size from the start takes (tests/test_oom_microbatch.py). Below
+``min_micro_batch`` the error is raised as :class:`OutOfMemory`. The size in use is added to
+every metrics row (``micro_batch``) and the halvings are counted in ``oom_retries``.
 
 Batch norm under micro-batching: in training mode each micro-batch is normalised with its own
 mean and variance (as "ghost batch norm"), so with batch norm the accumulated gradient is the
