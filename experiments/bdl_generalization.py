@@ -13,7 +13,7 @@ import click
 import numpy as np
 
 from experiments.common import open_run, record_run, run_data_line, typed_option
-from experiments.options import common_run_options
+from experiments.options import FiniteFloatRange, common_run_options, dataset_name, shard_option
 from tfbdl.data.subsets import seeded_subset
 from tfbdl.errors import InvalidOptionError
 
@@ -363,12 +363,12 @@ strategy_option = click.option(
 @click.option("--swa-start", type=click.IntRange(min=1), default=None,
               help="SWAG snapshots are taken after every later epoch (the reference's --swag_start: 161 first "
                    "collects after epoch 162); the learning rate reaches --swa-lr at 90% of it.")
-@click.option("--lr-init", type=click.FloatRange(min=0, min_open=True), default=None, help="Initial learning rate.")
-@click.option("--swa-lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr-init", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Initial learning rate.")
+@click.option("--swa-lr", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Constant learning rate while collecting.")
-@click.option("--wd", type=click.FloatRange(min=0), default=None,
+@click.option("--wd", type=FiniteFloatRange(min=0), default=None,
               help="Weight decay: wd * |w|^2 in the loss, a Gaussian prior of variance 1 / (2 wd N).")
-@click.option("--prior-var", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--prior-var", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Variance of a N(0, v I) prior on the weights, added to the loss as |w|^2 / (2 v N); "
                    "use with --wd 0 to train with this prior alone.")
 @click.option("--max-rank", type=click.IntRange(min=0), default=None, help="SWAG deviations kept (K; 0: diagonal).")
@@ -378,7 +378,7 @@ strategy_option = click.option(
 @click.option("--label-arr", "label_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Train on a saved (e.g. corrupted) label array (tfbdl.data.labels.save_labels), one label "
                    "per training image used.")
-@click.option("--label-corruption", type=click.FloatRange(0, 1), default=None,
+@click.option("--label-corruption", type=FiniteFloatRange(0, 1), default=None,
               help="Replace this fraction of the training labels by wrong ones (seeded by --seed; exact rate).")
 @strategy_option
 @common_run_options
@@ -390,6 +390,14 @@ def swag_command(model, epochs, swa_start, lr_init, swa_lr, wd, prior_var, max_r
                      label_corruption=label_corruption)
     if label_file and preset.label_corruption:
         raise InvalidOptionError("give either --label-arr or --label-corruption, not both")
+    if label_file:
+        from tfbdl.data.labels import load_labels
+        from tfbdl.errors import TfbdlError
+
+        try:
+            load_labels(label_file)  # a wrong file fails here, before any data is read
+        except TfbdlError as error:
+            raise InvalidOptionError(f"--label-arr: {error}") from None
     run = run_swag(preset=preset, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume,
                    strategy=strategy, label_file=label_file)
     click.echo(f"bdl swag run written to {run.path}")
@@ -632,20 +640,17 @@ def _multiswag_summary(run, preset: SwagPreset, models: int, curves: dict, names
               help="Test images per corruption and severity (default: scale preset; paper: the whole test set).")
 @click.option("--texture-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder with the frost texture images (else $TFBDL_FROST_DIR; frost is skipped without them).")
-@click.option("--shard", default="0/1", show_default=True,
-              help="Train only members i, i+n, ... (0-based i/n); rerun without it once all are done to merge.")
+@shard_option("Train only members i, i+n, ... (0-based i/n); rerun without it once all are done to merge.")
 @strategy_option
 @common_run_options
 def multiswag_command(model, models, n_corrupt, texture_dir, shard, strategy, scale, out, data_dir, seed, resume):
     """Deep ensembles vs MultiSWA vs MultiSWAG: NLL against the number of independent models, on the
     test set and on each CIFAR-10-C corruption and severity of it."""
-    from tfbdl.kernels.blocks import parse_shard
-
     preset = MULTI_PRESETS[model][scale]
     preset = dataclasses.replace(preset, models=models or preset.models,
                                  n_corrupt=n_corrupt if n_corrupt is not None else preset.n_corrupt)
     run, missing = run_multiswag(preset=preset, scale=scale, out=out, data_dir=data_dir, seed=seed,
-                                 resume=resume, strategy=strategy, shard=parse_shard(shard), texture_dir=texture_dir)
+                                 resume=resume, strategy=strategy, shard=shard, texture_dir=texture_dir)
     if missing:
         click.echo(f"{missing} member(s) still to train (other shards); rerun once they are done to merge")
     else:
@@ -711,7 +716,7 @@ def _corruption_grid(run, clean: np.ndarray, paths: dict) -> None:
 
 
 @bdl.command("make-cifar-c")
-@click.option("--dataset", default="cifar10", show_default=True,
+@click.option("--dataset", default="cifar10", show_default=True, callback=dataset_name,
               help="Whose test images to corrupt; at tiny/smoke an absent CIFAR-10 is replaced (REPORT.md says so).")
 @click.option("--n-images", type=click.IntRange(min=1), default=None, help="Test images to corrupt (default: scale preset).")
 @click.option("--texture-dir", type=click.Path(exists=True, file_okay=False), default=None,

@@ -17,7 +17,7 @@ import numpy as np
 
 from experiments.bdl_generalization import bdl, prepare_images
 from experiments.common import open_run, record_run
-from experiments.options import common_run_options
+from experiments.options import common_run_options, dataset_name
 from tfbdl.errors import InvalidOptionError
 
 PRIOR_EXPERIMENT = "bdl-prior-correlations"
@@ -374,14 +374,15 @@ def _sample_function_figure(run, samples: dict, images: np.ndarray, labels: np.n
 # --------------------------------------------------------------------------- command
 
 @bdl.command("prior-correlations")
-@click.option("--dataset", default="mnist", show_default=True, help="Images whose prior output correlations are shown.")
+@click.option("--dataset", default="mnist", show_default=True, callback=dataset_name,
+              help="Images whose prior output correlations are shown.")
 @click.option("--per-class", type=click.IntRange(min=2), default=None, help="Images per class (default: scale preset).")
 @click.option("--draws", type=click.IntRange(min=2), default=None, help="Prior weight draws (default: scale preset).")
 @click.option("--perturb-per-class", type=click.IntRange(min=1), default=None,
               help="Images per class perturbed at intensities 1-5 (default: scale preset).")
 @click.option("--perturb-draws", type=click.IntRange(min=2), default=None,
               help="Prior weight draws for the perturbation correlations (default: scale preset).")
-@click.option("--texture-dir", type=click.Path(file_okay=False), default=None,
+@click.option("--texture-dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder with the frost texture images (else $TFBDL_FROST_DIR; frost is skipped without them).")
 @common_run_options
 def prior_correlations_command(dataset, per_class, draws, perturb_per_class, perturb_draws, texture_dir, scale, out,

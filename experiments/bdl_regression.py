@@ -34,7 +34,7 @@ import numpy as np
 
 from experiments.bdl_generalization import bdl
 from experiments.common import open_run, record_run
-from experiments.options import common_run_options
+from experiments.options import FiniteFloatRange, common_run_options
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "bdl-regression-1d"
@@ -451,7 +451,7 @@ def _summary(preset: RegressionPreset, metrics: dict) -> str:
 @click.option("--vi-steps", type=click.IntRange(min=1), default=None, help="Optimisation steps of mean-field VI.")
 @click.option("--vi-draws", type=click.IntRange(min=1), default=None, help="VI weight draws in its predictive.")
 @click.option("--hidden", default=None, help="Hidden layer widths, comma-separated (reference: 10,10,10).")
-@click.option("--prior-scale", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--prior-scale", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Std of the Gaussian prior on every weight and bias, shared by all three methods.")
 @common_run_options
 def regression_1d_command(num_chains, hmc_samples, hmc_burnin, hmc_thinning, leapfrog, pretrain_steps,

@@ -46,7 +46,7 @@ import numpy as np
 
 from experiments.bdl_generalization import bdl
 from experiments.common import open_run, record_run, run_data_line, typed_option
-from experiments.options import common_run_options
+from experiments.options import FiniteFloatRange, common_run_options, dataset_name
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "bdl-rethinking-generalization"
@@ -525,8 +525,9 @@ def _summary(run, preset: RethinkingPreset, metrics: dict) -> str:
 
 
 @bdl.command("rethinking-generalization")
-@click.option("--dataset", default=None, help="Training / test images (default: scale preset, cifar10; at "
-                                              "tiny/smoke an absent CIFAR-10 is replaced and REPORT.md says so).")
+@click.option("--dataset", default=None, callback=dataset_name,
+              help="Training / test images (default: scale preset, cifar10; at tiny/smoke an absent CIFAR-10 is "
+                   "replaced and REPORT.md says so).")
 @click.option("--fractions", default=None,
               help="Comma-separated fractions of corrupted labels in [0, 1], e.g. 0,0.5,1 (default: scale preset).")
 @click.option("--n-train", type=click.IntRange(min=10), default=None,
@@ -535,9 +536,9 @@ def _summary(run, preset: RethinkingPreset, metrics: dict) -> str:
 @click.option("--n-gp", type=click.IntRange(min=10), default=None,
               help="The first N training images are the GPs' training set (its Gram matrix is N x N).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Network training epochs.")
-@click.option("--lr-init", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr-init", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Initial learning rate (decayed to 1% by the reference's SGD schedule).")
-@click.option("--wd", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--wd", type=FiniteFloatRange(min=0, min_open=True), default=None,
               help="Weight decay wd * |w|^2 in the loss; the Laplace prior precision is 2 N wd.")
 @click.option("--laplace", type=click.Choice(["last-layer", "diagonal"]), default=None,
               help="Laplace approximation of the network's evidence (diagonal: every weight, slow on a CPU).")

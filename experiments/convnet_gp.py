@@ -8,6 +8,7 @@ on a kernel file; run does all three for the registered experiment.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import time
 from pathlib import Path
@@ -16,7 +17,8 @@ import click
 import numpy as np
 
 from experiments.common import data_line, open_run, record_run, typed_option
-from experiments.options import common_run_options
+from experiments.options import (FiniteFloatRange, check_hdf5, common_run_options, dataset_name,
+                                 shard_option)
 from tfbdl.errors import InvalidOptionError, TfbdlError
 
 EXPERIMENT = "convnet-gp"
@@ -102,16 +104,17 @@ def kernel_config(kernel: str, kind: str, dtype: str, dataset: str, scale: str, 
 def save_kernels(*, kernel: str, kind: str, dtype: str, dataset: str, scale: str, out: str, data_dir, seed: int,
                  resume: bool, preset: Preset, shard=(0, 1), progress: bool = True):
     """Compute (or resume) this shard's kernel blocks; returns (run, kernel file path, seconds)."""
-    import tensorflow as tf
-
     from tfbdl.io import atomic_path
-    from tfbdl.kernels import paper_kernel
-    from tfbdl.kernels.blocks import callables_from_gpflow, compute_kernel_file
 
     config = kernel_config(kernel, kind, dtype, dataset, scale, seed, preset, data_dir)
     run = open_run(EXPERIMENT, config, out=out, scale=scale, resume=resume)
     (x_train, y_train, train_idx, x_test, y_test, test_idx, image_shape,
      provenance, described) = load_inputs(dataset, scale, data_dir, preset, seed)
+    import tensorflow as tf  # after the data: a missing or corrupt file fails without waiting for TensorFlow
+
+    from tfbdl.kernels import paper_kernel
+    from tfbdl.kernels.blocks import callables_from_gpflow, compute_kernel_file
+
     run.record_data(provenance)
     if not run.file(DATA_FILE).exists():
         with atomic_path(run.file(DATA_FILE)) as temp:
@@ -163,7 +166,7 @@ def _kernel_options(function):
                      help="The paper's architecture whose infinite-width kernel is computed."),
         click.option("--kind", type=click.Choice(["nngp", "ntk"]), default="nngp", show_default=True,
                      help="NNGP (the paper's GP) or the neural tangent kernel of the same network."),
-        click.option("--dataset", default="mnist", show_default=True,
+        click.option("--dataset", default="mnist", show_default=True, callback=dataset_name,
                      help="Dataset name (see `tfbdl data info`); at tiny/smoke an absent one is replaced by "
                           "the closest available and the report says so."),
         click.option("--n-train", type=int, default=None, help="Training images (default: the scale's preset)."),
@@ -180,8 +183,7 @@ def _kernel_options(function):
 
 @convnet_gp.command("save-kernels")
 @_kernel_options
-@click.option("--shard", default="0/1", show_default=True,
-              help="Compute only shard i of n (0-based, e.g. 2/8) into its own file; join them with merge-kernels.")
+@shard_option("Compute only shard i of n (0-based, e.g. 2/8) into its own file; join them with merge-kernels.")
 @common_run_options
 def save_kernels_command(kernel, kind, dataset, n_train, n_test, block, dtype, shard, scale, out, data_dir, seed,
                          resume):
@@ -189,12 +191,11 @@ def save_kernels_command(kernel, kind, dataset, n_train, n_test, block, dtype, s
 
     Kill it at any time: the same command resumes from the first block not written.
     """
-    from tfbdl.kernels.blocks import kernel_file_status, parse_shard
-
-    shard_pair = parse_shard(shard)
     preset = resolve(scale, n_train, n_test, block)
+    from tfbdl.kernels.blocks import kernel_file_status
+
     run, path, seconds = save_kernels(kernel=kernel, kind=kind, dtype=dtype, dataset=dataset, scale=scale, out=out,
-                                      data_dir=data_dir, seed=seed, resume=resume, preset=preset, shard=shard_pair)
+                                      data_dir=data_dir, seed=seed, resume=resume, preset=preset, shard=shard)
     status = kernel_file_status(path)
     click.echo(f"{path}: {status['done']}/{status['total']} tasks done ({seconds:.1f} s this run)")
 
@@ -203,11 +204,13 @@ def save_kernels_command(kernel, kind, dataset, n_train, n_test, block, dtype, s
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def merge_kernels_command(run_dir):
     """Join the shard files kernels.shard-*-of-N.h5 in RUN_DIR into RUN_DIR/kernels.h5."""
-    from tfbdl.kernels.blocks import merge_kernel_files
-
     shards = sorted(run_dir.glob("kernels.shard-*-of-*.h5"))
     if not shards:
         raise TfbdlError(f"no shard files kernels.shard-*-of-*.h5 in {run_dir}; run save-kernels --shard i/n first")
+    for shard in shards:
+        check_hdf5(shard, "RUN_DIR: the shard file", "the shard files that save-kernels --shard i/n wrote")
+    from tfbdl.kernels.blocks import merge_kernel_files
+
     merged = merge_kernel_files(shards, run_dir / KERNEL_FILE)
     click.echo(f"merged {len(shards)} shard(s) into {merged}")
 
@@ -215,17 +218,40 @@ def merge_kernels_command(run_dir):
 @convnet_gp.command("classify")
 @click.option("--kernels", "kernel_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
               help="A complete kernel file written by save-kernels (or merge-kernels).")
-@click.option("--val-fraction", type=click.FloatRange(0.0, 0.9), default=0.1, show_default=True,
+@click.option("--val-fraction", type=FiniteFloatRange(0.0, 0.9), default=0.1, show_default=True,
               help="Fraction of the training set held out to choose the noise; 0 skips the selection.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of the validation split.")
 def classify_command(kernel_file, val_fraction, seed):
     """Exact GP classification (regression on centred one-hot targets) from a kernel file."""
+    check_kernel_file(kernel_file)
     from tfbdl.io import atomic_write_json
 
     result = classify_file(kernel_file, val_fraction=val_fraction, seed=seed)
     atomic_write_json(kernel_file.parent / "classification.json", result)
     click.echo(f"test accuracy {result['test_accuracy']:.4f} (error {100 * result['test_error']:.2f}%) on "
                f"{result['n_test']} test images, {result['n_train']} training images, noise {result['noise']:.3g}")
+
+
+def check_kernel_file(kernel_file: Path) -> None:
+    """``--kernels``: an HDF5 kernel file with save-kernels' labels (data.npz) beside it; checked before
+    GPflow is imported, so a wrong file fails at once."""
+    what = "the kernels.h5 that save-kernels (or merge-kernels) wrote"
+    check_hdf5(kernel_file, "--kernels", what)
+    try:
+        status = importlib.import_module("tfbdl.kernels.blocks").kernel_file_status(kernel_file)
+    except TfbdlError as error:
+        raise InvalidOptionError(f"--kernels: {error}") from None
+    index, count = status["shard"]
+    if count > 1:
+        raise InvalidOptionError(f"--kernels {kernel_file} is shard {index} of {count}: finish every shard (rerun the "
+                                 "same save-kernels commands to resume), then merge them with merge-kernels and "
+                                 "classify the merged kernels.h5")
+    if not status["complete"]:
+        raise InvalidOptionError(f"--kernels {kernel_file} is incomplete: {status['done']} of {status['total']} "
+                                 "tasks are done; rerun the same save-kernels command to resume it")
+    if not (kernel_file.parent / DATA_FILE).is_file():
+        raise InvalidOptionError(f"--kernels {kernel_file}: {DATA_FILE} is missing beside it; give {what} in its "
+                                 "run folder (classify reads the labels save-kernels writes there)")
 
 
 @convnet_gp.command("run")
@@ -403,7 +429,8 @@ def _search_summary(rows, ml, preset: SearchPreset) -> str:
 
 
 @convnet_gp.command("search")
-@click.option("--dataset", default="mnist", show_default=True, help="Dataset name (see `tfbdl data info`).")
+@click.option("--dataset", default="mnist", show_default=True, callback=dataset_name,
+              help="Dataset name (see `tfbdl data info`).")
 @click.option("--trials", type=click.IntRange(min=1), default=None, help="Random-search trials (default: scale preset).")
 @click.option("--n-train", type=click.IntRange(min=2), default=None, help="Images the GP is fitted on per trial.")
 @click.option("--n-val", type=click.IntRange(min=1), default=None, help="Held-out training images that score a trial.")

@@ -24,7 +24,7 @@ import numpy as np
 
 from experiments.common import data_line, open_run, record_run, typed_option
 from experiments.convnet_gp import KERNEL_NAMES, convnet_gp
-from experiments.options import common_run_options
+from experiments.options import common_run_options, dataset_name
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "convnet-gp-curve"
@@ -238,7 +238,8 @@ def _summary(run, kernel: str, rows: list[dict], timing: dict, n_test: int) -> s
 @convnet_gp.command("learning-curve")
 @click.option("--kernel", type=click.Choice(KERNEL_NAMES), default="convnet_gp", show_default=True,
               help="The paper's architecture whose infinite-width (NNGP) kernel is used.")
-@click.option("--dataset", default="mnist", show_default=True, help="Dataset name (see `tfbdl data info`).")
+@click.option("--dataset", default="mnist", show_default=True, callback=dataset_name,
+              help="Dataset name (see `tfbdl data info`).")
 @click.option("--sizes", default=None,
               help="Comma-separated training sizes, nested prefixes of one seeded draw from the training pool "
                    "(default: the scale's preset; smoke 500,...,7000, about an hour on 2 cores; paper up to 50000).")

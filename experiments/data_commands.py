@@ -2,7 +2,7 @@
 
 import click
 
-from experiments.options import common_run_options
+from experiments.options import common_run_options, folder_path
 
 
 @click.group()
@@ -11,7 +11,7 @@ def data():
 
 
 @data.command()
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None, callback=folder_path,
               help="Folder searched first (then $TFBDL_DATA_DIR, the user cache, system folders).")
 def info(data_dir):
     """List every dataset, its splits, where its files are, and its embedded subset."""
@@ -31,7 +31,7 @@ def info(data_dir):
 
 @data.command()
 @click.argument("name")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=str), default=None, callback=folder_path,
               help="Where to put downloads (default $TFBDL_DATA_DIR, else ~/.cache/tfbdl/datasets).")
 def fetch(name, data_dir):
     """Download NAME's official files (if missing) and verify every one."""

@@ -31,6 +31,7 @@ At tiny/smoke scale Fashion-MNIST stands in for notMNIST and 10,000 real MNIST d
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import math
 import pathlib
@@ -39,7 +40,7 @@ import click
 import numpy as np
 
 from experiments.common import data_line, open_run, record_run, typed_option
-from experiments.options import common_run_options
+from experiments.options import FINITE_FLOAT, FiniteFloatRange, check_hdf5, common_run_options
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "dwp"
@@ -717,6 +718,14 @@ def release_vae_folder(folder) -> pathlib.Path:
     if missing:
         raise InvalidOptionError(f"--release-vaes {folder}: {', '.join(missing)} not found there; the folder must "
                                  f"hold the deep weight prior release's {' and '.join(RELEASE_VAE_FILES.values())}")
+    import zipfile
+
+    not_npz = [name for name in RELEASE_VAE_FILES.values() if not zipfile.is_zipfile(path / name)]
+    if not_npz:
+        verb = "is" if len(not_npz) == 1 else "are"
+        raise InvalidOptionError(f"--release-vaes {folder}: {', '.join(not_npz)} {verb} not a numpy .npz archive; "
+                                 "the folder must hold the deep weight prior release's kernel VAEs saved with "
+                                 "numpy.savez")
     return path.resolve()
 
 
@@ -1242,14 +1251,7 @@ def _widths_option(what: str):
 
 
 _epochs = click.IntRange(min=1)
-_rate = click.FloatRange(min=0, min_open=True)
-
-
-def _finite(ctx, param, value):
-    """Click callback: a float option must be a finite number (click's float type takes nan and inf)."""
-    if value is not None and not math.isfinite(value):
-        raise click.BadParameter(f"must be a finite number, got {value}")
-    return value
+_rate = FiniteFloatRange(min=0, min_open=True)
 
 
 def _standalone(stage: str, preset, *, scale, out, data_dir, seed, resume, **inputs):
@@ -1270,7 +1272,7 @@ def _done(run, what: str) -> None:
 @click.option("--epochs", type=_epochs, default=None, help="Training epochs per network (paper: 100).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Mini-batch size (paper: 256).")
 @click.option("--lr", type=_rate, default=None, help="Adam learning rate, decayed linearly to 0 (paper: 1e-3).")
-@click.option("--l2", type=click.FloatRange(min=0), default=None,
+@click.option("--l2", type=FiniteFloatRange(min=0), default=None,
               help="Weight of the squared norm of the convolutions' parameters in the loss (paper: 1e-3).")
 @click.option("--n-train", type=click.IntRange(min=1), default=None,
               help="Source training images used (default: scale preset; paper: all).")
@@ -1292,7 +1294,7 @@ def train_source_command(nets, widths, epochs, batch_size, lr, l2, n_train, n_te
 @dwp.command("collect-kernels")
 @click.option("--source-run", type=click.Path(file_okay=False, path_type=str), required=True,
               help="A finished `tfbdl dwp train-source` run directory (or a `tfbdl dwp run` directory).")
-@click.option("--threshold", type=click.FloatRange(min=0), default=None,
+@click.option("--threshold", type=FiniteFloatRange(min=0), default=None,
               help="Drop slices whose Frobenius norm is below this (default: scale preset).")
 @common_run_options
 def collect_kernels_command(source_run, threshold, scale, out, data_dir, seed, resume):
@@ -1316,6 +1318,17 @@ def _bank_file(path) -> pathlib.Path:
     if not candidate.is_file():
         raise InvalidOptionError(f"--bank {path} is neither a kernel bank file nor a finished `tfbdl dwp "
                                  "collect-kernels` run")
+    what = "a kernel bank (kernel_bank.h5) or the `tfbdl dwp collect-kernels` run that holds it"
+    check_hdf5(candidate, "--bank", what)
+    import h5py
+
+    expected = importlib.import_module("tfbdl.dwp.kernel_bank").BANK_FORMAT
+    with h5py.File(candidate, "r") as f:
+        found = f.attrs.get("format")
+    found = found.decode("utf-8") if isinstance(found, bytes) else found
+    if found != expected:
+        raise InvalidOptionError(f"--bank {path} is an HDF5 file but not a kernel bank (format {found!r}, expected "
+                                 f"{expected!r}); give {what}")
     return candidate
 
 
@@ -1336,7 +1349,7 @@ def _bank_file(path) -> pathlib.Path:
               help="Hidden channels of the 5x5 VAE (paper: 64).")
 @click.option("--latent-5x5", "latent_5", type=click.IntRange(min=1), default=None,
               help="Latent dimension of the 5x5 VAE (paper: 4).")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=None,
+@click.option("--val-fraction", type=FiniteFloatRange(0, 1, max_open=True), default=None,
               help="Fraction of the slices held out to report the ELBO on (default: scale preset).")
 @common_run_options
 def train_vae_command(bank, epochs, epochs_7, epochs_5, batch_size, lr, hidden_7, latent_7, hidden_5, latent_5,
@@ -1409,7 +1422,7 @@ splits_option = click.option("--splits", type=click.IntRange(min=1), default=Non
               help="Draw the DWP term's weight and latent noise in mirrored pairs (eps, eta), (-eps, -eta) "
                    "(unbiased; 4x less gradient noise on the kernels at twice the cost) or plainly, one draw each, "
                    "as the reference (default: plain).")
-@click.option("--log-sigma2-init", type=float, default=None, callback=_finite,
+@click.option("--log-sigma2-init", type=FINITE_FLOAT, default=None,
               help="Initial log sigma^2 of every kernel entry of the posterior (paper: -10).")
 @common_run_options
 def train_bnn_command(vae_run, release_vaes, priors, init, sizes, splits, epochs, widths, batch_size, lr, n_test,
@@ -1463,7 +1476,7 @@ def dwp_init_command(vae_run, n_train, seeds, epochs, widths, batch_size, lr, n_
 
 @dwp.command("run")
 @click.option("--nets", type=click.IntRange(min=1), default=None, help="Source networks (paper: 100).")
-@click.option("--threshold", type=click.FloatRange(min=0), default=None,
+@click.option("--threshold", type=FiniteFloatRange(min=0), default=None,
               help="Drop kernel slices whose Frobenius norm is below this (default: scale preset).")
 @click.option("--vae-epochs", type=_epochs, default=None, help="Training epochs of both kernel VAEs (paper: 300).")
 @prior_option

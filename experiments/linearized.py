@@ -51,7 +51,7 @@ import click
 import numpy as np
 
 from experiments.common import data_line, open_run, record_run, typed_option
-from experiments.options import common_run_options
+from experiments.options import FiniteFloatRange, common_run_options
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "linearized"
@@ -1306,7 +1306,7 @@ def training_options(function):
     for option in reversed([
         click.option("--epochs", type=click.IntRange(min=1), default=None,
                      help="Training epochs of every network (default: scale preset; paper 100)."),
-        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+        click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), default=None,
                      help="Initial learning rate, decayed linearly to 0 (default 0.05, the reference's)."),
         click.option("--batch-size", type=click.IntRange(min=1), default=None,
                      help="Batch size (default: scale preset; paper 128)."),
@@ -1419,7 +1419,7 @@ def nad_options(function):
         click.option("--widths", default=None, help="LeNet widths conv,conv,dense,dense (default 6,16,120,84)."),
         click.option("--num-inits", type=click.IntRange(min=1), default=None,
                      help="Initialisations the NAD Gram matrix is averaged over (default 1, the reference)."),
-        click.option("--eval-std", type=click.FloatRange(min=0), default=None,
+        click.option("--eval-std", type=FiniteFloatRange(min=0), default=None,
                      help="Evaluate at x0 = EVAL_STD * N(0, I) instead of the reference's x0 = 0."),
     ]):
         function = option(function)

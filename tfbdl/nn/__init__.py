@@ -15,49 +15,40 @@ PyTorch code (see each module's docstring for the file it follows and what diffe
 
 :func:`build_model` builds one by name from :data:`MODELS`; :func:`count_params` and
 :func:`batch_norm_layers` inspect built models.
+
+The names load on first use (:mod:`tfbdl.lazy`), so ``import tfbdl.nn.feature_amounts`` (numpy
+only) does not import Keras.
 """
 
-from tfbdl.nn.fconv import fconv
-from tfbdl.nn.initializers import (
-    SeedStream,
-    glorot_normal,
-    he_normal_fan_in,
-    he_normal_fan_out,
-    torch_bias,
-    torch_linear_kernel,
-)
-from tfbdl.nn.lenet import lenet5
-from tfbdl.nn.mlp import mlp
-from tfbdl.nn.ntk_lenet import ntk_lenet
-from tfbdl.nn.preresnet import preresnet, preresnet20
-from tfbdl.nn.resnet18 import resnet18
-from tfbdl.nn.registry import MODELS, build_model
-from tfbdl.nn.utils import batch_norm_layers, count_params
-from tfbdl.nn.vgg import VGG16_STAGES, VGG19_STAGES, vgg, vgg16, vgg16_bn, vgg_layer_widths, vgg_layerwise
+from tfbdl.lazy import lazy_exports
 
-__all__ = [
-    "MODELS",
-    "build_model",
-    "count_params",
-    "batch_norm_layers",
-    "lenet5",
-    "vgg",
-    "vgg16",
-    "vgg16_bn",
-    "vgg_layerwise",
-    "vgg_layer_widths",
-    "VGG16_STAGES",
-    "VGG19_STAGES",
-    "preresnet",
-    "preresnet20",
-    "resnet18",
-    "mlp",
-    "fconv",
-    "ntk_lenet",
-    "SeedStream",
-    "torch_linear_kernel",
-    "torch_bias",
-    "he_normal_fan_out",
-    "he_normal_fan_in",
-    "glorot_normal",
-]
+_LAZY = {
+    "MODELS": "tfbdl.nn.registry",
+    "SeedStream": "tfbdl.nn.initializers",
+    "VGG16_STAGES": "tfbdl.nn.vgg",
+    "VGG19_STAGES": "tfbdl.nn.vgg",
+    "batch_norm_layers": "tfbdl.nn.utils",
+    "build_model": "tfbdl.nn.registry",
+    "count_params": "tfbdl.nn.utils",
+    "fconv": "tfbdl.nn.fconv",
+    "glorot_normal": "tfbdl.nn.initializers",
+    "he_normal_fan_in": "tfbdl.nn.initializers",
+    "he_normal_fan_out": "tfbdl.nn.initializers",
+    "lenet5": "tfbdl.nn.lenet",
+    "mlp": "tfbdl.nn.mlp",
+    "ntk_lenet": "tfbdl.nn.ntk_lenet",
+    "preresnet": "tfbdl.nn.preresnet",
+    "preresnet20": "tfbdl.nn.preresnet",
+    "resnet18": "tfbdl.nn.resnet18",
+    "torch_bias": "tfbdl.nn.initializers",
+    "torch_linear_kernel": "tfbdl.nn.initializers",
+    "vgg": "tfbdl.nn.vgg",
+    "vgg16": "tfbdl.nn.vgg",
+    "vgg16_bn": "tfbdl.nn.vgg",
+    "vgg_layer_widths": "tfbdl.nn.vgg",
+    "vgg_layerwise": "tfbdl.nn.vgg",
+}
+
+__all__ = sorted(_LAZY)
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)
