@@ -67,9 +67,12 @@ def test_cholesky_matches_numpy_in_place(order):
 
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("panel", [1, 7, 16, 60, 100])
-def test_blocked_cholesky_equals_lapack(order, panel):
+def test_blocked_cholesky_equals_lapack(order, panel, monkeypatch):
     """The blocked form (used above BLOCKED_ABOVE rows) gives LAPACK's factor, touches only the
     lower triangle, and works in float32 too."""
+    from tfbdl.gp import cholesky
+
+    monkeypatch.setattr(cholesky, "_UPDATE_ROWS", 5)  # trailing updates in several row chunks
     K0 = random_spd(60, seed=5)
     K = np.array(K0, order=order)
     L, jitter = cholesky_inplace(K, panel=panel, clean=False)

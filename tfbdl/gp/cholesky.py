@@ -39,6 +39,7 @@ _BLOCK = 512
 #: segmentation fault (12,000 works); blocks of these sizes stay far from that.
 BLOCKED_ABOVE = 8192
 PANEL = 1024
+_UPDATE_ROWS = 4096  # rows per trailing-update product, so its temporary is at most 4096 x PANEL
 
 
 class NotPositiveDefiniteError(TfbdlError):
@@ -97,9 +98,9 @@ def _blocked_potrf(K: np.ndarray, panel: int) -> int:
 
     Reads and writes only K's lower triangle and diagonal (the strict upper triangle keeps its
     values, as LAPACK's ``clean=0``), for C- or Fortran-ordered K. Per panel of ``panel`` columns:
-    ``potrf`` of a copy of the diagonal block, a triangular solve for the panel below it (one
-    ``(N - j) x panel`` temporary), and the trailing update as matrix products column block by
-    column block, the diagonal blocks' lower triangles only. Returns LAPACK's ``info``: 0 on
+    ``potrf`` of a copy of the diagonal block, a triangular solve in place for the panel below it
+    (one ``(N - j) x panel`` temporary), and the trailing update as matrix products column block by
+    column block (``_UPDATE_ROWS`` rows at a time), the diagonal blocks' lower triangles only. Returns LAPACK's ``info``: 0 on
     success, else the 1-based order of the first leading minor that is not positive.
     """
     n = K.shape[0]
@@ -114,8 +115,9 @@ def _blocked_potrf(K: np.ndarray, panel: int) -> int:
         K[j0:j1, j0:j1][lower] = factor[lower]
         if j1 == n:
             break
+        # L21 = A21 L11^-T, solved in place in one (N - j1) x panel copy (Fortran-ordered A21^T)
         below = scipy.linalg.solve_triangular(factor, np.array(K[j1:, j0:j1]).T, lower=True,
-                                              check_finite=False).T          # L21 = A21 L11^-T
+                                              overwrite_b=True, check_finite=False).T
         K[j1:, j0:j1] = below
         for c0 in range(j1, n, panel):
             c1 = min(c0 + panel, n)
@@ -123,8 +125,9 @@ def _blocked_potrf(K: np.ndarray, panel: int) -> int:
             update = rows @ rows.T
             block_lower = np.tril_indices(c1 - c0)
             K[c0:c1, c0:c1][block_lower] -= update[block_lower]
-            if c1 < n:
-                K[c1:, c0:c1] -= below[c1 - j1:] @ rows.T
+            for r0 in range(c1, n, _UPDATE_ROWS):                             # bounded product temporaries
+                r1 = min(r0 + _UPDATE_ROWS, n)
+                K[r0:r1, c0:c1] -= below[r0 - j1:r1 - j1] @ rows.T
     return 0
 
 
