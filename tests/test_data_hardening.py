@@ -283,11 +283,22 @@ def _one_error_line(result):
 
 
 def test_an_out_path_under_a_file_is_one_line_error(tmp_path):
+    from tfbdl.errors import RunDirectoryError
+    from tfbdl.io import RunDir
+
     blocker = tmp_path / "passwd"
     blocker.write_text("not a folder\n")
-    line = _one_error_line(_swag(blocker / "x"))
-    assert f"cannot create the run folder {blocker / 'x'}" in line
-    assert f"{blocker} is a file, not a folder; choose another --out" in line
+    # the command refuses it while parsing --out (usage error, exit code 2), before any work
+    result = _swag(blocker / "x")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert "'--out'" in line and "is a file, not a folder" in line
+    # and the library says the same in one line when called directly
+    with pytest.raises(RunDirectoryError) as error:
+        RunDir.open(blocker / "x", "bdl-swag", "run", {"a": 1})
+    assert f"cannot create the run folder {blocker / 'x'}" in str(error.value)
+    assert f"{blocker} is a file, not a folder; choose another --out" in str(error.value)
+    assert "\n" not in str(error.value)
 
 
 def test_a_read_only_out_folder_is_one_line_error(tmp_path):
