@@ -103,7 +103,7 @@ def test_bad_variant_id_is_a_one_line_error(tmp_path):
                          ("d16-m0-s0.5-a-40", "is not one of the 193 release variants of depth 16"),
                          ("d16-conv-m0-s0.5-a-40", "is not one of the 222 conv-only variants of depth 16")):
         result = _tfbdl("feature-amounts", "train", "--variant", bad, "--scale", "tiny", "--out", str(tmp_path))
-        assert result.returncode == 1 and message in result.stderr
+        assert result.returncode == 2 and message in result.stderr  # refused while parsing --variant
         # one line from us (TensorFlow's own start-up log lines may precede it)
         lines = result.stderr.strip().splitlines()
         assert "Traceback" not in result.stderr and lines[-1].startswith("Error: ")

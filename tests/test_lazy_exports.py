@@ -39,3 +39,13 @@ def test_every_lazy_name_resolves():
     for package in (tfbdl.bayes, tfbdl.gp, tfbdl.ntk, tfbdl.train):
         for name in package.__all__:
             assert getattr(package, name) is not None, (package.__name__, name)
+
+
+def test_an_exported_name_wins_over_its_submodule():
+    """tfbdl.nn exports the function fconv and has the submodule tfbdl.nn.fconv (imported first here)."""
+    code = ("import tfbdl.nn.fconv, tfbdl.nn.vgg, tfbdl.nn.mlp; from tfbdl.nn import fconv, vgg, mlp; "
+            "import tfbdl.nn as nn; print(callable(fconv), callable(vgg), callable(mlp), callable(nn.fconv))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True", "True"]
+
