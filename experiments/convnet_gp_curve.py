@@ -134,7 +134,7 @@ def compute_timed(run, kernel: str, image_shape, x_train, x_test, block: int, co
     if path.exists():
         status = kernel_file_status(path)
         fraction_before = status["done"] / max(status["total"], 1)
-    earlier = run._load_progress().get("kernel-partial") or {"seconds": 0.0, "entries": 0}
+    earlier = run.done_info("kernel-partial") or {"seconds": 0.0, "entries": 0}
     pair_fn, diag_fn = callables_from_gpflow(paper_kernel(kernel, image_shape, normalise=False))
     start = time.perf_counter()
     try:
@@ -182,7 +182,7 @@ def run_learning_curve(*, kernel: str, dataset: str, sizes, n_test, block: int, 
         click.echo(f"n = {n:,}: test error {100 * row['test_error_reference_rule']:.2f}% (reference rule), "
                    f"{100 * row['test_error_chosen_noise']:.2f}% (noise chosen on validation)")
     rows = sorted(run.read_metrics_rows(CURVE_FILE), key=lambda r: r["n_train"])
-    timing = run._load_progress()["kernel"]
+    timing = run.done_info("kernel")
     run.write_metrics({"rows": rows, "kernel": timing, "projection": projection(timing, int(y_test.size))})
     _figure(run, kernel, rows)
     run.finish(_summary(run, kernel, rows, timing, int(y_test.size)))

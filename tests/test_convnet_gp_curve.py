@@ -55,6 +55,8 @@ def test_learning_curve_end_to_end_and_resume(shared_data_dir, tmp_path):
     assert [r["n_train"] for r in rows] == [20, 40]
     assert all(r["n_test"] == 30 for r in rows)
     assert (run_dir / "learning_curve.png").stat().st_size > 0
+    timing = json.loads((run_dir / "metrics.json").read_text())["kernel"]
+    assert timing["entries"] == 40 * 41 // 2 + 40 * 30 and timing["seconds"] > 0  # Kxx upper triangle + Kxt
     assert "Paper (Table 1): 1.03%" in (run_dir / "summary.md").read_text()
 
     # training images are the first n of one draw from the reference's pool (official 5,000-54,999)

@@ -538,6 +538,10 @@ class RunDir:
         atomic_write_json(self.path / "progress.json", progress)
         self._progress = progress
 
+    def done_info(self, key: str, default: Any = None) -> Any:
+        """The JSON ``info`` that :meth:`mark_done` recorded for ``key`` (``default`` if not done)."""
+        return self._load_progress().get(str(key), default)
+
     def done_keys(self) -> list[str]:
         """Keys marked done, in the order they were marked."""
         return list(self._load_progress())
