@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _tfbdl(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tfbdl.cli", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=600)
 
 
@@ -110,7 +110,7 @@ def test_multiswag_members_in_shards_then_merged(shared_data_dir, tmp_path):
 
 def _test_labels(run_dir):
     """The test labels the run evaluated, loaded again the way the run loads them."""
-    from experiments.bdl_generalization import MULTI_PRESETS, load_training_data
+    from tfbdl.cli.bdl_generalization import MULTI_PRESETS, load_training_data
 
     config = json.loads((run_dir / "config.json").read_text())["config"]
     preset = MULTI_PRESETS["lenet5"]["tiny"].member

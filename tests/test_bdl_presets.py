@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from experiments.bdl_generalization import (MULTI_PRESETS, PRESETS, prepare_images, prior_weight_decay,
+from tfbdl.cli.bdl_generalization import (MULTI_PRESETS, PRESETS, prepare_images, prior_weight_decay,
                                             split_validation, temperature_scaled)
 from tfbdl.errors import InvalidOptionError
 
@@ -105,7 +105,7 @@ def test_snapshots_follow_the_reference_rule_for_every_preset():
 
 
 def test_the_multiswag_title_states_what_was_measured():
-    from experiments.bdl_generalization import curve_title
+    from tfbdl.cli.bdl_generalization import curve_title
 
     curves = {"sgd": [{"nll": 0.6}, {"nll": 0.5}], "swa": [{"nll": 0.4}, {"nll": 0.45}], "swag": [{"nll": 0.5}]}
     assert curve_title(curves).split("\n") == ["Deep ensembles falls (0.600 → 0.500)",
@@ -114,7 +114,7 @@ def test_the_multiswag_title_states_what_was_measured():
 
 
 def test_the_swag_summary_says_whether_the_claim_was_seen():
-    from experiments.bdl_generalization import swag_verdict
+    from tfbdl.cli.bdl_generalization import swag_verdict
 
     assert swag_verdict({"sgd": {"nll": 0.30}, "swag": {"nll": 0.25}}).startswith("As in the paper")
     assert "(0.3100 vs 0.3000)" in swag_verdict({"sgd": {"nll": 0.30}, "swag": {"nll": 0.31}})

@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _tfbdl(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tfbdl.cli", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=600)
 
 

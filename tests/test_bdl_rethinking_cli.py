@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.bdl_rethinking import binary_labels, laplace_prior_precision, parse_classes, parse_fractions
+from tfbdl.cli.bdl_rethinking import binary_labels, laplace_prior_precision, parse_classes, parse_fractions
 from tfbdl.errors import InvalidOptionError
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _tfbdl(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tfbdl.cli", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=600)
 
 

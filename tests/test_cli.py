@@ -8,19 +8,19 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from experiments.cli import cli
+from tfbdl.cli.main import cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _tfbdl(*args, env_extra=None, cwd=None):
     env = {**os.environ, **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tfbdl.cli", *args], capture_output=True, text=True,
                           env=env, cwd=cwd or REPO, timeout=300)
 
 
 def test_help_does_not_import_tensorflow():
-    code = ("import sys; from experiments.cli import cli\n"
+    code = ("import sys; from tfbdl.cli.main import cli\n"
             "try:\n    cli.main(['--help'], standalone_mode=False)\nexcept SystemExit:\n    pass\n"
             "heavy = [m for m in ('tensorflow', 'keras', 'gpflow', 'tensorflow_probability', 'matplotlib', 'h5py')"
             " if m in sys.modules]\nprint('HEAVY', heavy)")

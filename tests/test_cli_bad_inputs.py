@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from experiments.cli import cli
-from experiments.options import FiniteFloatRange
+from tfbdl.cli.main import cli
+from tfbdl.cli.options import FiniteFloatRange
 
 HEAVY = ("tensorflow", "keras", "gpflow", "tensorflow_probability")
 
@@ -387,4 +387,4 @@ def test_the_sweep_covers_every_command_and_every_float_option_is_finite():
     plain = [f"{' '.join(path)} {p.opts[0]}" for path, command in commands.items() for p in command.params
              if isinstance(p.type, (click.types.FloatParamType, click.FloatRange))
              and not isinstance(p.type, FiniteFloatRange)]
-    assert not plain, f"float options that take nan / inf (use experiments.options.FiniteFloatRange): {plain}"
+    assert not plain, f"float options that take nan / inf (use tfbdl.cli.options.FiniteFloatRange): {plain}"

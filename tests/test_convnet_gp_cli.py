@@ -15,7 +15,7 @@ SMALL = ["--n-train", "60", "--n-test", "40", "--block", "20", "--scale", "tiny"
 
 
 def _tfbdl(*args, data_dir):
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args, *(("--data-dir", str(data_dir)) if data_dir else ())],
+    return subprocess.run([sys.executable, "-m", "tfbdl.cli", *args, *(("--data-dir", str(data_dir)) if data_dir else ())],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
@@ -31,7 +31,7 @@ def test_sharded_kernels_merge_classify_and_equal_the_direct_kernel(shared_data_
         assert result.returncode == 0, result.stderr
     run_dir = _run_dir(out)
     assert sorted(p.name for p in run_dir.glob("kernels.shard-*.h5")) == ["kernels.shard-0-of-2.h5", "kernels.shard-1-of-2.h5"]
-    merged = subprocess.run([sys.executable, "-m", "experiments.cli", "convnet-gp", "merge-kernels", str(run_dir)],
+    merged = subprocess.run([sys.executable, "-m", "tfbdl.cli", "convnet-gp", "merge-kernels", str(run_dir)],
                             capture_output=True, text=True, cwd=REPO, timeout=300)
     assert merged.returncode == 0, merged.stderr
 
@@ -49,7 +49,7 @@ def test_sharded_kernels_merge_classify_and_equal_the_direct_kernel(shared_data_
     np.testing.assert_allclose(kernels["Kxx"], paper_kernel("convnet_gp", normalise=False).K(x).numpy(), rtol=1e-10)
     np.testing.assert_allclose(kernels["Kx_diag"], np.diag(kernels["Kxx"]), rtol=1e-12)
 
-    result = subprocess.run([sys.executable, "-m", "experiments.cli", "convnet-gp", "classify", "--kernels",
+    result = subprocess.run([sys.executable, "-m", "tfbdl.cli", "convnet-gp", "classify", "--kernels",
                              str(run_dir / "kernels.h5")], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stderr
     saved = json.loads((run_dir / "classification.json").read_text())
@@ -92,7 +92,7 @@ def test_classify_refuses_an_incomplete_file(shared_data_dir, tmp_path):
     assert _tfbdl("convnet-gp", "save-kernels", *SMALL, "--shard", "0/2", "--out", str(out),
                   data_dir=shared_data_dir).returncode == 0
     shard_file = next(_run_dir(out).glob("kernels.shard-0-of-2.h5"))
-    result = subprocess.run([sys.executable, "-m", "experiments.cli", "convnet-gp", "classify", "--kernels",
+    result = subprocess.run([sys.executable, "-m", "tfbdl.cli", "convnet-gp", "classify", "--kernels",
                              str(shard_file)], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "merge" in result.stderr

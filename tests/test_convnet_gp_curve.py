@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.convnet_gp_curve import parse_sizes, projection, training_pool
+from tfbdl.cli.convnet_gp_curve import parse_sizes, projection, training_pool
 from tfbdl.errors import InvalidOptionError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def test_projection_scales_the_measured_rate():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.cli", "convnet-gp", "learning-curve", *args],
+    return subprocess.run([sys.executable, "-m", "tfbdl.cli", "convnet-gp", "learning-curve", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=600)
 
 
@@ -87,7 +87,7 @@ def test_learning_curve_end_to_end_and_resume(shared_data_dir, tmp_path):
 def test_a_typed_size_beyond_the_pool_is_a_one_line_error(tmp_path, isolated_data):
     from click.testing import CliRunner
 
-    from experiments.cli import cli
+    from tfbdl.cli.main import cli
 
     result = CliRunner().invoke(cli, ["convnet-gp", "learning-curve", "--sizes", "5000", "--scale", "tiny",
                                       "--out", str(tmp_path / "runs")])

@@ -269,7 +269,7 @@ def test_unreadable_notmnist_images_are_counted_in_the_provenance(isolated_data,
 
 # ---------------------------------------------------------------- 5. --out where no run folder can be made
 def _swag(out):
-    from experiments.cli import cli
+    from tfbdl.cli.main import cli
 
     return CliRunner().invoke(cli, ["bdl", "swag", "--scale", "tiny", "--out", str(out)])
 

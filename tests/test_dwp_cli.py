@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.deep_weight_prior import (
+from tfbdl.cli.deep_weight_prior import (
     PRESETS,
     accuracy_table,
     allocate_per_class,
@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _tfbdl(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tfbdl.cli", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=900)
 
 
@@ -187,7 +187,7 @@ def test_small_helpers():
 
 
 def test_log_uniform_prior_runs_on_the_references_truncated_alpha_layers():
-    from experiments.deep_weight_prior import _prior, _variance
+    from tfbdl.cli.deep_weight_prior import _prior, _variance
     from tfbdl.dwp.priors import StandardNormalPrior, TruncatedLogUniformPrior
 
     assert isinstance(_prior("log-uniform", None, 1), TruncatedLogUniformPrior)
@@ -197,7 +197,7 @@ def test_log_uniform_prior_runs_on_the_references_truncated_alpha_layers():
 
 
 def test_dwp_prior_options_reach_the_prior():
-    from experiments.deep_weight_prior import _prior
+    from tfbdl.cli.deep_weight_prior import _prior
 
     vae = types.SimpleNamespace(encode=None, decode=None, kernel_size=5, latent=4)
     prior = _prior("dwp", {5: vae}, 3, antithetic=True)
@@ -206,7 +206,7 @@ def test_dwp_prior_options_reach_the_prior():
 
 
 def test_fit_table_averages_over_splits_and_skips_old_results():
-    from experiments.deep_weight_prior import fit_table
+    from tfbdl.cli.deep_weight_prior import fit_table
 
     results = [{"prior": "dwp", "examples": 50, "train_accuracy": acc,
                 "kernels": {"conv1": {"mean_rms": 1.0, "sigma_median": 1.0},

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from experiments import feature_amounts as fa_cli
+from tfbdl.cli import feature_amounts as fa_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _tfbdl(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tfbdl.cli", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=600)
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from experiments import fidelity
-from experiments.fidelity import CLAIMS, fidelity_section, measure
-from experiments.registry import EXPERIMENTS
-from experiments.run_all import write_report
+from tfbdl.cli import fidelity
+from tfbdl.cli.fidelity import CLAIMS, fidelity_section, measure
+from tfbdl.cli.registry import EXPERIMENTS
+from tfbdl.cli.run_all import write_report
 from tfbdl.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -321,7 +321,7 @@ def test_a_real_tiny_sweep_reports_its_own_numbers(tmp_path, shared_data_dir):
     the numbers of the runs' own metrics.json."""
     out = tmp_path / "out"
     env = {**os.environ, "TFBDL_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    done = subprocess.run([sys.executable, "-m", "experiments.cli", "run-all", "--only", "convnet-gp", "--only",
+    done = subprocess.run([sys.executable, "-m", "tfbdl.cli", "run-all", "--only", "convnet-gp", "--only",
                            "bdl-regression-1d", "--scale", "tiny", "--out", str(out), "--data-dir",
                            str(shared_data_dir)], capture_output=True, text=True, env=env, cwd=REPO, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.registry import EXPERIMENTS
-from experiments.run_all import data_used_section, run_data_notes
+from tfbdl.cli.registry import EXPERIMENTS
+from tfbdl.cli.run_all import data_used_section, run_data_notes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,7 +70,7 @@ def test_report_lists_the_data_used_and_each_runs_notes(tmp_path):
 
 def _offline_tfbdl(tmp_path, *args):
     env = {**os.environ, "TFBDL_OFFLINE": "1", "TFBDL_DATA_DIR": "", "HOME": str(tmp_path)}
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tfbdl.cli", *args], capture_output=True, text=True,
                           env=env, cwd=REPO, timeout=300)
 
 

@@ -17,7 +17,7 @@ STAGES = ("compute-ntk", "train-ntk", "compute-nads", "train-nads", "pretrained-
 
 
 def _tfbdl(*args):
-    return subprocess.run([sys.executable, "-m", "experiments.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "tfbdl.cli", *args], capture_output=True, text=True,
                           cwd=REPO, timeout=900)
 
 
@@ -167,7 +167,7 @@ def test_option_errors_are_one_line(args, needle, tmp_path):
 
 
 def test_registered_for_run_all():
-    from experiments.registry import by_name
+    from tfbdl.cli.registry import by_name
 
     (experiment,) = by_name(["linearized"])
     assert experiment.command == ("linearized", "run")

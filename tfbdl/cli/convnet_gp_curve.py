@@ -22,9 +22,9 @@ import time
 import click
 import numpy as np
 
-from experiments.common import data_line, open_run, record_run, typed_option
-from experiments.convnet_gp import KERNEL_NAMES, convnet_gp
-from experiments.options import common_run_options, dataset_name
+from tfbdl.cli.common import data_line, open_run, record_run, typed_option
+from tfbdl.cli.convnet_gp import KERNEL_NAMES, convnet_gp
+from tfbdl.cli.options import common_run_options, dataset_name
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "convnet-gp-curve"

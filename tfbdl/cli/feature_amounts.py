@@ -27,8 +27,8 @@ import json
 import click
 import numpy as np
 
-from experiments.common import open_run, record_run, run_data_line, typed_option
-from experiments.options import FiniteFloatRange, common_run_options, shard_option
+from tfbdl.cli.common import open_run, record_run, run_data_line, typed_option
+from tfbdl.cli.options import FiniteFloatRange, common_run_options, shard_option
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "feature-amounts"

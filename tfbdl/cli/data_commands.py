@@ -2,7 +2,7 @@
 
 import click
 
-from experiments.options import common_run_options, folder_path
+from tfbdl.cli.options import common_run_options, folder_path
 
 
 @click.group()
@@ -45,7 +45,7 @@ def fetch(name, data_dir):
 @common_run_options
 def check(scale, out, data_dir, seed, resume):
     """The data-check experiment: load what each paper needs, check known facts, draw samples."""
-    from experiments.data_check import run_data_check
+    from tfbdl.cli.data_check import run_data_check
 
     run = run_data_check(scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume)
     click.echo(f"data check written to {run.path}")

@@ -15,9 +15,9 @@ import dataclasses
 import click
 import numpy as np
 
-from experiments.bdl_generalization import bdl, prepare_images
-from experiments.common import open_run, record_run
-from experiments.options import common_run_options, dataset_name
+from tfbdl.cli.bdl_generalization import bdl, prepare_images
+from tfbdl.cli.common import open_run, record_run
+from tfbdl.cli.options import common_run_options, dataset_name
 from tfbdl.errors import InvalidOptionError
 
 PRIOR_EXPERIMENT = "bdl-prior-correlations"

@@ -16,8 +16,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from experiments.common import data_line, open_run, record_run, typed_option
-from experiments.options import (FiniteFloatRange, check_hdf5, common_run_options, dataset_name,
+from tfbdl.cli.common import data_line, open_run, record_run, typed_option
+from tfbdl.cli.options import (FiniteFloatRange, check_hdf5, common_run_options, dataset_name,
                                  shard_option)
 from tfbdl.errors import InvalidOptionError, TfbdlError
 
@@ -60,7 +60,7 @@ def load_inputs(dataset: str, scale: str, data_dir, preset: Preset, seed: int, o
     """Training and test images as float [N, H*W*C] in [0, 1], labels, and provenance records.
 
     A preset size larger than the data is reduced to what exists (noted in the provenance);
-    one the user typed (:func:`~experiments.common.typed_option`; ``options`` maps a field to the
+    one the user typed (:func:`~tfbdl.cli.common.typed_option`; ``options`` maps a field to the
     option to name instead) that cannot be met is an InvalidOptionError.
     """
     from tfbdl.data import load_for_run

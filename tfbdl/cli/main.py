@@ -31,7 +31,7 @@ def cli():
 def _register_commands() -> None:
     # bdl_priors, bdl_regression, bdl_rethinking and convnet_gp_curve are imported only for their decorators, which
     # add their commands to the bdl and convnet-gp groups.
-    from experiments import (  # noqa: F401
+    from tfbdl.cli import (  # noqa: F401
         bdl_generalization, bdl_priors, bdl_regression, bdl_rethinking, convnet_gp, convnet_gp_curve, data_commands,
         deep_weight_prior, feature_amounts, linearized, run_all)
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import click
 
-from experiments.common import RUN_RECORD_ENV
-from experiments.fidelity import fidelity_section
-from experiments.options import data_dir_option, out_option, resume_option, scale_option, seed_option
-from experiments.registry import EXPERIMENTS, Experiment, by_name
+from tfbdl.cli.common import RUN_RECORD_ENV
+from tfbdl.cli.fidelity import fidelity_section
+from tfbdl.cli.options import data_dir_option, out_option, resume_option, scale_option, seed_option
+from tfbdl.cli.registry import EXPERIMENTS, Experiment, by_name
 from tfbdl.errors import TfbdlError
 
 
@@ -59,7 +59,7 @@ def _run_one(experiment: Experiment, out_root: Path, scale, data_dir, seed, resu
     logs.mkdir(exist_ok=True)
     record = logs / f"{experiment.name}.runs"
     record.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "experiments.cli", *experiment.command, "--scale", scale,
+    argv = [sys.executable, "-m", "tfbdl.cli", *experiment.command, "--scale", scale,
             "--out", str(out_root), "--seed", str(seed), "--resume" if resume else "--no-resume"]
     if data_dir:
         argv += ["--data-dir", data_dir]

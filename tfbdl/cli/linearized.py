@@ -50,8 +50,8 @@ import time
 import click
 import numpy as np
 
-from experiments.common import data_line, open_run, record_run, typed_option
-from experiments.options import FiniteFloatRange, common_run_options
+from tfbdl.cli.common import data_line, open_run, record_run, typed_option
+from tfbdl.cli.options import FiniteFloatRange, common_run_options
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "linearized"
@@ -335,7 +335,7 @@ def load_subset(dataset: str, n_train: int, n_test: int, *, scale: str, data_dir
     """Class-balanced training and test images (standardised) and their classes.
 
     With ``pair`` only those two classes are kept. A preset size beyond the data is reduced to
-    all there is (noted); one the user typed (:func:`experiments.common.typed_option`) is an
+    all there is (noted); one the user typed (:func:`tfbdl.cli.common.typed_option`) is an
     error. Returns ``(x_train, c_train, x_test, c_test, provenance)``, the classes being the
     dataset's own (0..9).
     """

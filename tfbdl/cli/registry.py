@@ -30,47 +30,47 @@ class Experiment:
 EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("data-check", ("data", "check"),
                "Data layer: which data each paper gets at this scale, checked against documented facts",
-               "experiments.data_check:resolve_data"),
+               "tfbdl.cli.data_check:resolve_data"),
     Experiment("convnet-gp", ("convnet-gp", "run"),
                "Deep Convolutional Networks as shallow Gaussian Processes: ConvNet GP kernel, exact GP "
-               "classification", "experiments.convnet_gp:resolve_data"),
+               "classification", "tfbdl.cli.convnet_gp:resolve_data"),
     Experiment("convnet-gp-search", ("convnet-gp", "search"),
                "Deep Convolutional Networks as shallow Gaussian Processes: random hyperparameter search, "
-               "marginal-likelihood optimisation", "experiments.convnet_gp:resolve_search_data"),
+               "marginal-likelihood optimisation", "tfbdl.cli.convnet_gp:resolve_search_data"),
     Experiment("bdl-swag", ("bdl", "swag"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: SGD vs SWA vs SWAG",
-               "experiments.bdl_generalization:resolve_data"),
+               "tfbdl.cli.bdl_generalization:resolve_data"),
     Experiment("bdl-swag-preresnet20", ("bdl", "swag", "--model", "preresnet20"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: SGD vs SWA vs SWAG, "
-               "PreResNet20 on CIFAR-10", "experiments.bdl_generalization:resolve_data", (("model", "preresnet20"),)),
+               "PreResNet20 on CIFAR-10", "tfbdl.cli.bdl_generalization:resolve_data", (("model", "preresnet20"),)),
     Experiment("bdl-multiswag", ("bdl", "multiswag"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: deep ensembles vs "
-               "MultiSWA vs MultiSWAG", "experiments.bdl_generalization:resolve_multiswag_data"),
+               "MultiSWA vs MultiSWAG", "tfbdl.cli.bdl_generalization:resolve_multiswag_data"),
     Experiment("bdl-multiswag-preresnet20", ("bdl", "multiswag", "--model", "preresnet20"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: deep ensembles vs "
                "MultiSWA vs MultiSWAG on CIFAR-10 and CIFAR-10-C, PreResNet20",
-               "experiments.bdl_generalization:resolve_multiswag_data", (("model", "preresnet20"),)),
+               "tfbdl.cli.bdl_generalization:resolve_multiswag_data", (("model", "preresnet20"),)),
     Experiment("bdl-cifar-c", ("bdl", "make-cifar-c"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: CIFAR-10-C corruptions",
-               "experiments.bdl_generalization:resolve_cifar_c_data"),
+               "tfbdl.cli.bdl_generalization:resolve_cifar_c_data"),
     Experiment("bdl-prior-correlations", ("bdl", "prior-correlations"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: prior correlations",
-               "experiments.bdl_priors:resolve_data"),
+               "tfbdl.cli.bdl_priors:resolve_data"),
     Experiment("bdl-regression-1d", ("bdl", "regression-1d"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: HMC vs deep ensembles "
                "vs VI on 1-D regression", None),
     Experiment("bdl-rethinking-generalization", ("bdl", "rethinking-generalization"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: rethinking "
-               "generalization (corrupted labels)", "experiments.bdl_rethinking:resolve_data"),
+               "generalization (corrupted labels)", "tfbdl.cli.bdl_rethinking:resolve_data"),
     Experiment("dwp", ("dwp", "run"),
                "The Deep Weight Prior: kernel bank, kernel VAEs, BNNs with standard-normal / log-uniform / DWP priors, "
-               "DWP initialisation", "experiments.deep_weight_prior:resolve_data"),
+               "DWP initialisation", "tfbdl.cli.deep_weight_prior:resolve_data"),
     Experiment("linearized", ("linearized", "run"),
                "What can linearized neural networks actually say about generalization?: NTK eigenfunctions, NADs, "
-               "linear vs non-linear training", "experiments.linearized:resolve_data"),
+               "linear vs non-linear training", "tfbdl.cli.linearized:resolve_data"),
     Experiment("feature-amounts", ("feature-amounts", "sweep"),
                "Rethinking Layer-wise Feature Amounts: a VGG family that moves a fixed feature budget between layers",
-               "experiments.feature_amounts:resolve_data"),
+               "tfbdl.cli.feature_amounts:resolve_data"),
 )
 
 

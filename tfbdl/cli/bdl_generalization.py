@@ -12,8 +12,8 @@ import dataclasses
 import click
 import numpy as np
 
-from experiments.common import open_run, record_run, run_data_line, typed_option
-from experiments.options import FiniteFloatRange, common_run_options, dataset_name, shard_option
+from tfbdl.cli.common import open_run, record_run, run_data_line, typed_option
+from tfbdl.cli.options import FiniteFloatRange, common_run_options, dataset_name, shard_option
 from tfbdl.data.subsets import seeded_subset
 from tfbdl.errors import InvalidOptionError
 

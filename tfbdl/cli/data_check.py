@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from experiments.common import open_run, record_run
+from tfbdl.cli.common import open_run, record_run
 from tfbdl.errors import TfbdlError
 
 EXPERIMENT = "data-check"

@@ -17,8 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from experiments.common import data_line
-from experiments.convnet_gp_curve import PAPER_TEST_ERROR
+from tfbdl.cli.common import data_line
+from tfbdl.cli.convnet_gp_curve import PAPER_TEST_ERROR
 
 GP_PAPER = "ConvNet GP (Garriga-Alonso et al. 2019)"
 BDL_PAPER = "Bayesian DL & generalization (Wilson & Izmailov 2020)"
@@ -241,7 +241,7 @@ def prior_correlations(run: Path) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    experiment: str  # the registered experiment (experiments.registry) whose runs it reads
+    experiment: str  # the registered experiment (tfbdl.cli.registry) whose runs it reads
     claim: str
     paper: str  # the paper's published number or qualitative claim
     measure: Callable[[Path], str]  # run directory -> the "this sweep" cell
@@ -298,7 +298,7 @@ def measure(claim: Claim, run: Path) -> str:
 
 
 def data_cell(run: Path, scale: str) -> str:
-    """:func:`experiments.common.data_line` of the run's data records (generated data by name), and its scale."""
+    """:func:`tfbdl.cli.common.data_line` of the run's data records (generated data by name), and its scale."""
     try:
         stored = _read_json(Path(run) / "config.json")
     except NotMeasured:

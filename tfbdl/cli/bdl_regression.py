@@ -32,9 +32,9 @@ import time
 import click
 import numpy as np
 
-from experiments.bdl_generalization import bdl
-from experiments.common import open_run, record_run
-from experiments.options import FiniteFloatRange, common_run_options
+from tfbdl.cli.bdl_generalization import bdl
+from tfbdl.cli.common import open_run, record_run
+from tfbdl.cli.options import FiniteFloatRange, common_run_options
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "bdl-regression-1d"

@@ -39,8 +39,8 @@ import pathlib
 import click
 import numpy as np
 
-from experiments.common import data_line, open_run, record_run, typed_option
-from experiments.options import FINITE_FLOAT, FiniteFloatRange, check_hdf5, common_run_options
+from tfbdl.cli.common import data_line, open_run, record_run, typed_option
+from tfbdl.cli.options import FINITE_FLOAT, FiniteFloatRange, check_hdf5, common_run_options
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "dwp"

@@ -44,9 +44,9 @@ import time
 import click
 import numpy as np
 
-from experiments.bdl_generalization import bdl
-from experiments.common import open_run, record_run, run_data_line, typed_option
-from experiments.options import FiniteFloatRange, common_run_options, dataset_name
+from tfbdl.cli.bdl_generalization import bdl
+from tfbdl.cli.common import open_run, record_run, run_data_line, typed_option
+from tfbdl.cli.options import FiniteFloatRange, common_run_options, dataset_name
 from tfbdl.errors import InvalidOptionError
 
 EXPERIMENT = "bdl-rethinking-generalization"
