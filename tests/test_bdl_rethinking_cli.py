@@ -97,7 +97,8 @@ def test_binary_corruption_randomises_the_fraction():
 def test_laplace_prior_precision_is_what_the_trainer_weight_decay_means():
     keras = pytest.importorskip("keras")
     from tfbdl.bayes.laplace import diagonal_laplace
-    from tfbdl.train.loop import Trainer, prior_variance
+    from tfbdl.train.loop import Trainer
+    from tfbdl.train.weight_decay import prior_variance
 
     assert laplace_prior_precision(5e-4, 1000) == pytest.approx(1.0)
     assert laplace_prior_precision(3e-4, 777) == pytest.approx(1 / prior_variance(3e-4, 777))

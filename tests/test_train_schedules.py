@@ -11,6 +11,7 @@ from tfbdl.train.schedules import (
     SCHEDULES,
     constant_schedule,
     cosine_schedule,
+    linear_schedule,
     make_schedule,
     step_schedule,
     swag_schedule,
@@ -103,4 +104,11 @@ def test_bad_values_raise(call):
 def test_make_schedule_binds_parameters():
     lr = make_schedule("swag", lr_init=0.1, swa_lr=0.01, swa_start=10, epochs=20)
     assert lr(7) == swag_schedule(7, 0.1, 0.01, 10, 20)
-    assert set(SCHEDULES) == {"constant", "step", "cosine", "swag"}
+    assert set(SCHEDULES) == {"constant", "step", "cosine", "linear", "swag"}
+
+
+def test_linear_schedule_is_the_release_lr_linear():
+    """lr * (1 - floor(epoch) / epochs): constant within an epoch, 0 from the last epoch on."""
+    assert [linear_schedule(e, 0.1, 4) for e in (0, 0.5, 1, 2.999, 3, 4, 9)] == pytest.approx(
+        [0.1, 0.1, 0.075, 0.05, 0.025, 0.0, 0.0])
+    assert make_schedule("linear", lr_init=0.2, epochs=2)(1.5) == pytest.approx(0.1)

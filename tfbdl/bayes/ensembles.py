@@ -132,7 +132,7 @@ def fit_regression_member(model, x, y, *, noise_scale: float, prior_scale: float
     """Train ``model`` to the MAP of ``N(y | f(x), noise^2) N(w | 0, prior_scale^2 I)``, full batch.
 
     The objective per step is the mean Gaussian NLL plus ``weight_decay * |w|^2`` with
-    ``weight_decay = 1 / (2 prior_scale^2 N)`` (:func:`tfbdl.train.loop.weight_decay_for_prior`),
+    ``weight_decay = 1 / (2 prior_scale^2 N)`` (:func:`tfbdl.train.weight_decay.weight_decay_for_prior`),
     i.e. ``1/N`` times the negative log posterior that HMC samples. Adam with a cosine decay to
     1% of ``learning_rate`` over ``steps`` steps, so the final weights sit at the optimum rather
     than jitter around it. Runs in :class:`~tfbdl.train.loop.Trainer` epochs of ``chunk`` steps.
@@ -147,7 +147,8 @@ def fit_regression_member(model, x, y, *, noise_scale: float, prior_scale: float
     import keras
     import tensorflow as tf
 
-    from tfbdl.train.loop import Trainer, weight_decay_for_prior
+    from tfbdl.train.loop import Trainer
+    from tfbdl.train.weight_decay import weight_decay_for_prior
 
     steps = integer(steps, "steps", 1)
     chunk = integer(chunk, "chunk", 1)

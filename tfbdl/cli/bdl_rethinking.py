@@ -139,7 +139,7 @@ def laplace_prior_precision(weight_decay: float, n_train: int) -> float:
     :class:`tfbdl.train.loop.Trainer` minimises ``mean_batch loss + wd * |w|^2``. Times the
     training-set size N this is ``-log p(D | w) + N wd |w|^2``, the negative log joint with the
     prior ``N(0, lambda^-1 I)`` when ``lambda / 2 = N wd``, i.e. ``lambda = 2 N wd`` (the
-    inverse of :func:`tfbdl.train.loop.prior_variance`). The Laplace evidence must use this
+    inverse of :func:`tfbdl.train.weight_decay.prior_variance`). The Laplace evidence must use this
     prior so that the network's weights are the MAP of the posterior it approximates.
     """
     if isinstance(weight_decay, bool) or not isinstance(weight_decay, numbers.Real) or not weight_decay > 0:

@@ -12,7 +12,16 @@ import numpy as np
 from tfbdl.data.labels import check_int, check_labels
 from tfbdl.errors import InvalidOptionError, ShapeError
 
-__all__ = ["stratified_indices", "select_classes", "binary_pair", "one_vs_all", "one_hot"]
+__all__ = ["allocate_per_class", "balanced_indices", "binary_pair", "first_per_class", "one_hot", "one_vs_all",
+           "round_robin_indices", "seeded_subset", "select_classes", "stratified_indices", "stratified_splits"]
+
+# Which subset helper to use:
+#   seeded_subset        n of N items, uniformly at random (no class structure)
+#   stratified_indices   exactly ``per_class`` of every class
+#   balanced_indices     n in total, as equal per class as possible (remainder to random classes)
+#   round_robin_indices  n in total, classes visited in turn (short classes give their turn away)
+#   first_per_class      the first ``count`` of every class, in data order (no randomness)
+#   stratified_splits    disjoint subsets with the class proportions of the data (largest remainders)
 
 
 def seeded_subset(n_total: int, n_keep: int | None, seed: int) -> np.ndarray:
@@ -126,3 +135,93 @@ def one_hot(labels, num_classes: int, dtype=np.float64) -> np.ndarray:
     out = np.zeros((arr.shape[0], num_classes), dtype=dtype)
     out[np.arange(arr.shape[0]), arr] = 1
     return out
+
+
+def balanced_indices(labels, n: int, seed: int) -> np.ndarray:
+    """Sorted int64 indices of ``n`` examples, as equally many per class as possible, drawn by ``seed``.
+
+    ``n // C`` per class and one more for ``n % C`` classes drawn at random (``C`` classes present).
+    Raises InvalidOptionError when a class has fewer examples than its share.
+    """
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    counts = np.full(classes.size, n // classes.size)
+    counts[rng.permutation(classes.size)[:n % classes.size]] += 1
+    chosen = []
+    for c, k in zip(classes, counts):
+        candidates = np.flatnonzero(labels == c)
+        if candidates.size < k:
+            raise InvalidOptionError(f"class {c} has {candidates.size} examples, fewer than the {k} asked; "
+                                     "lower --n-train / --n-test")
+        chosen.append(rng.choice(candidates, size=k, replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def round_robin_indices(labels, n: int, seed: int) -> np.ndarray:
+    """``n`` distinct sorted int64 indices into ``labels [N]``, taken round-robin over classes in a
+    seeded random order, so each class gets an equal share as far as its size allows (a short
+    class gives its turns to the others; never raises for a short class)."""
+    labels = np.asarray(labels)
+    n = min(int(n), labels.size)
+    rng = np.random.default_rng(seed)
+    pools = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    picked: list[int] = []
+    depth = 0
+    while len(picked) < n:
+        for pool in pools:
+            if depth < pool.size and len(picked) < n:
+                picked.append(int(pool[depth]))
+        depth += 1
+    return np.sort(np.asarray(picked, dtype=np.int64))
+
+
+def first_per_class(labels, count: int) -> np.ndarray:
+    """Sorted int64 indices of the first ``count`` examples of every class in ``labels`` (data order)."""
+    labels = np.asarray(labels)
+    return np.sort(np.concatenate([np.flatnonzero(labels == c)[:count] for c in np.unique(labels)])).astype(np.int64)
+
+
+def allocate_per_class(class_counts, size: int) -> np.ndarray:
+    """Examples per class in a stratified subset of ``size``: proportional to ``class_counts``,
+    rounded by largest remainders (ties go to the lower class index), summing to ``size``."""
+    counts = np.asarray(class_counts, dtype=np.int64)
+    exact = size * counts / counts.sum()
+    base = np.floor(exact).astype(np.int64)
+    remainder = exact - base
+    order = np.lexsort((np.arange(counts.size), -remainder))
+    base[order[:size - int(base.sum())]] += 1
+    return base
+
+
+def stratified_splits(labels, size: int, n_splits: int, seed: int) -> list[np.ndarray]:
+    """``n_splits`` disjoint stratified training subsets of ``size`` examples each.
+
+    Every split holds :func:`allocate_per_class` examples of each class (the class proportions of
+    ``labels``, as sklearn's ``train_test_split(stratify=...)``), drawn without replacement; the
+    splits share no example, so the spread over splits is over independent data. The draw depends
+    on ``(seed, size)`` only. Returns sorted int64 index arrays.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise InvalidOptionError(f"labels must be a non-empty 1-D array, got shape {labels.shape}")
+    if size < 1 or n_splits < 1:
+        raise InvalidOptionError(f"need size >= 1 and at least one split, got size {size}, {n_splits} splits")
+    if size * n_splits > labels.size:
+        raise InvalidOptionError(f"{n_splits} disjoint splits of {size} examples need {size * n_splits} examples, "
+                                 f"the training set has {labels.size}; use fewer splits or smaller sizes")
+    classes, counts = np.unique(labels, return_counts=True)
+    per_class = allocate_per_class(counts, size)
+    short = np.flatnonzero(per_class * n_splits > counts)
+    if short.size:
+        c = short[0]
+        raise InvalidOptionError(f"{n_splits} disjoint splits of {size} examples need {per_class[c] * n_splits} "
+                                 f"examples of class {classes[c]}, the training set has {counts[c]}; use fewer "
+                                 "splits or smaller sizes")
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), int(size)]))
+    parts: list[list[np.ndarray]] = [[] for _ in range(n_splits)]
+    for c, k in zip(classes, per_class):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        for j in range(n_splits):
+            parts[j].append(members[j * k:(j + 1) * k])
+    return [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]

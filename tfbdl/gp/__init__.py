@@ -29,7 +29,6 @@ from tfbdl.gp.exact import (
 
 _LAZY = {
     "OneVsAllSVGP": "tfbdl.gp.svgp",
-    "stratified_indices": "tfbdl.gp.svgp",
     "random_search": "tfbdl.gp.hyperparams",
     "grid_search": "tfbdl.gp.hyperparams",
     "sample_space": "tfbdl.gp.hyperparams",

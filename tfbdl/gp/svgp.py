@@ -18,26 +18,10 @@ import numpy as np
 import tensorflow as tf
 import keras
 
+from tfbdl.data.subsets import round_robin_indices
 from tfbdl.errors import InvalidOptionError, ShapeError
 
-__all__ = ["OneVsAllSVGP", "stratified_indices"]
-
-
-def stratified_indices(y: np.ndarray, num: int, seed: int) -> np.ndarray:
-    """``num`` distinct indices into ``y [N]``, taken round-robin over classes in a seeded random
-    order, so each class gets an equal share (as far as its size allows). Returns them sorted."""
-    y = np.asarray(y)
-    num = min(int(num), y.size)
-    rng = np.random.default_rng(seed)
-    pools = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
-    picked: list[int] = []
-    depth = 0
-    while len(picked) < num:
-        for pool in pools:
-            if depth < pool.size and len(picked) < num:
-                picked.append(int(pool[depth]))
-        depth += 1
-    return np.sort(np.asarray(picked, dtype=np.int64))
+__all__ = ["OneVsAllSVGP"]
 
 
 class OneVsAllSVGP:
@@ -93,7 +77,7 @@ class OneVsAllSVGP:
     def build(self, X, y) -> None:
         """Create the class models on training data ``X [N, D]``, ``y [N]`` (done by :meth:`fit`)."""
         X, y = self._check(X, y)
-        self.inducing_indices = stratified_indices(y, self.num_inducing, self.seed)
+        self.inducing_indices = round_robin_indices(y, self.num_inducing, self.seed)
         Z = X[self.inducing_indices]
         self.models = []
         for c in range(self.num_classes):

@@ -3,11 +3,11 @@
 Names are loaded lazily, so ``import tfbdl.train.schedules`` (pure Python) never imports
 TensorFlow; touching :class:`Trainer` or :func:`get_strategy` does.
 
-- :mod:`tfbdl.train.schedules`: ``constant_schedule``, ``step_schedule``, ``cosine_schedule``,
+- :mod:`tfbdl.train.schedules`: ``constant_schedule``, ``linear_schedule``, ``step_schedule``, ``cosine_schedule``,
   ``swag_schedule``, ``make_schedule``, ``SCHEDULES``.
 - :mod:`tfbdl.train.strategy`: ``get_strategy``, ``STRATEGIES``, ``is_chief``, ``parse_tf_config``.
-- :mod:`tfbdl.train.loop`: ``Trainer``, ``Callback``, ``epoch_seed``, ``prior_variance``,
-  ``weight_decay_for_prior``.
+- :mod:`tfbdl.train.loop`: ``Trainer``, ``Callback``, ``epoch_seed``.
+- :mod:`tfbdl.train.weight_decay`: ``prior_variance``, ``weight_decay_for_prior``, ``prior_precision``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ _EXPORTS = {
     "Callback": "loop",
     "Trainer": "loop",
     "epoch_seed": "loop",
-    "prior_variance": "loop",
-    "weight_decay_for_prior": "loop",
+    "prior_precision": "weight_decay",
+    "prior_variance": "weight_decay",
+    "weight_decay_for_prior": "weight_decay",
+    "linear_schedule": "schedules",
 }
 
 __all__ = sorted(_EXPORTS)

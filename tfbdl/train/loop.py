@@ -69,8 +69,6 @@ __all__ = [
     "Callback",
     "Trainer",
     "epoch_seed",
-    "prior_variance",
-    "weight_decay_for_prior",
 ]
 
 _LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
@@ -89,20 +87,6 @@ def epoch_seed(seed: int, epoch: int) -> int:
     """
     seed, epoch = _int(seed, "seed", 0), _int(epoch, "epoch", 0)
     return int(np.random.SeedSequence([seed, epoch, 0x7EA1]).generate_state(1, np.uint32)[0])
-
-
-def prior_variance(weight_decay: float, n_train: int) -> float:
-    """The Gaussian prior variance ``1 / (2 * weight_decay * n_train)`` that ``weight_decay`` means."""
-    wd = _float(weight_decay, "weight_decay", positive=True)
-    n = _int(n_train, "n_train", 1)
-    return 1.0 / (2.0 * wd * n)
-
-
-def weight_decay_for_prior(prior_var: float, n_train: int) -> float:
-    """The ``weight_decay`` ``1 / (2 * prior_var * n_train)`` of a ``N(0, prior_var I)`` prior."""
-    var = _float(prior_var, "prior_var", positive=True)
-    n = _int(n_train, "n_train", 1)
-    return 1.0 / (2.0 * var * n)
 
 
 def _int(value, name: str, minimum: int | None = None) -> int:

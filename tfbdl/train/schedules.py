@@ -24,6 +24,7 @@ __all__ = [
     "SCHEDULES",
     "constant_schedule",
     "cosine_schedule",
+    "linear_schedule",
     "make_schedule",
     "step_schedule",
     "swag_schedule",
@@ -87,6 +88,15 @@ def cosine_schedule(epoch: float, lr_init: float, epochs: float, lr_min: float =
     return lr_min + (lr_init - lr_min) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def linear_schedule(epoch: float, lr_init: float, epochs: float) -> float:
+    """The deep weight prior release's ``lr_linear``: ``lr_init * (1 - floor(epoch) / epochs)``,
+    constant within an epoch and 0 from ``epochs`` on."""
+    epoch = _epoch(epoch)
+    lr_init = _number(lr_init, "lr_init", positive=True)
+    epochs = _number(epochs, "epochs", positive=True)
+    return lr_init * max(0.0, 1.0 - math.floor(epoch + 1e-9) / epochs)
+
+
 def swag_schedule(epoch: float, lr_init: float, swa_lr: float | None, swa_start: float | None,
                   epochs: float | None = None) -> float:
     """The SWA/SWAG schedule of Maddox et al. 2019 (``schedule()`` in ``run_swag.py``).
@@ -140,6 +150,7 @@ SCHEDULES: dict[str, Callable[..., float]] = {
     "constant": constant_schedule,
     "step": step_schedule,
     "cosine": cosine_schedule,
+    "linear": linear_schedule,
     "swag": swag_schedule,
 }
 
