@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -23,7 +24,7 @@ def save_figure(fig, path: str | Path) -> Path:
     path = Path(path)
     with atomic_path(path) as temp:
         fig.savefig(temp, dpi=110, bbox_inches="tight", format="png")
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
@@ -33,7 +34,7 @@ def class_sample_grid(images: np.ndarray, labels: np.ndarray, class_names, path,
 
     images: uint8 [N, H, W, C] (C = 1 or 3); labels: int [N].
     """
-    plt = _pyplot()
+    plt = pyplot()
     rng = np.random.default_rng(seed)
     classes = np.unique(labels)
     fig, axes = plt.subplots(len(classes), per_class, figsize=(per_class * 0.8, len(classes) * 0.85),
@@ -57,7 +58,7 @@ def class_sample_grid(images: np.ndarray, labels: np.ndarray, class_names, path,
 
 def bar_chart(values: dict[str, float], path, *, title: str = "", ylabel: str = "") -> Path:
     """A labelled bar chart of ``{name: value}``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(4, len(values) * 0.6), 3))
     ax.bar(list(values), list(values.values()), color="tab:blue")
     ax.set_ylabel(ylabel)

@@ -274,9 +274,9 @@ def _run_id(preset: SwagPreset, config: dict, scale: str) -> str:
 
 def _figure(run, metrics: dict) -> None:
     """Bars of test NLL and ECE per method, before (and after) temperature scaling."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(7, 2.8))
     names = list(metrics["test"])
     scaled = metrics.get("test_temperature_scaled")
@@ -535,9 +535,9 @@ def _ensemble_curves(run, models: int, labels: dict) -> dict:
 
 
 def _curves_figure(run, curves: dict) -> None:
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     for name, label in METHODS.items():
         rows = curves[name]
@@ -568,9 +568,9 @@ def _corruption_figures(run, curves: dict, names) -> None:
     """``multiswag_corruptions.png``: NLL against the number of models per severity (averaged over
     corruptions); ``multiswag_corruptions_grid.png``: NLL against severity per corruption."""
     from tfbdl.data.corruptions import SEVERITIES
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(SEVERITIES), figsize=(3.0 * len(SEVERITIES), 2.8), sharey=False)
     for ax, severity in zip(axes, SEVERITIES):
         for method, label in METHODS.items():
@@ -698,9 +698,9 @@ def run_make_cifar_c(*, dataset: str, scale: str, out: str, data_dir, seed: int,
 
 
 def _corruption_grid(run, clean: np.ndarray, paths: dict) -> None:
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(paths), 6, figsize=(6 * 0.9, len(paths) * 0.9), squeeze=False)
     for row, (name, path) in enumerate(paths.items()):
         with np.load(path) as data:

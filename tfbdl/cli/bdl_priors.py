@@ -272,9 +272,9 @@ def _sample_lines(preset: PriorPreset, samples: dict) -> list[str]:
 # --------------------------------------------------------------------------- figures
 
 def _prior_figure(run, matrices: dict) -> None:
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     low = min(float(np.nanmin(m)) for m in matrices.values())
     low = np.floor(low * 20) / 20  # one colour scale for all panels, starting near the data
     fig, axes = plt.subplots(1, len(matrices), figsize=(3.8 * len(matrices), 3.2), squeeze=False)
@@ -295,9 +295,9 @@ def _prior_figure(run, matrices: dict) -> None:
 def _perturbation_figure(run, levels: dict) -> None:
     """One panel per alpha (correlation with the clean image vs intensity, a curve per
     perturbation) and the intensity-by-intensity matrix of translation at the largest alpha."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     alphas = list(levels)
     names = list(levels[alphas[0]])
     colours = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
@@ -339,9 +339,9 @@ def _perturbation_figure(run, levels: dict) -> None:
 def _sample_function_figure(run, samples: dict, images: np.ndarray, labels: np.ndarray) -> None:
     """The shown images (top row), then per alpha and image the softmax of single draws (lines)
     and the prior predictive (bars)."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     alphas = list(samples)
     fig, axes = plt.subplots(len(alphas) + 1, len(labels), figsize=(3.2 * len(labels), 2.3 * (len(alphas) + 1)),
                              squeeze=False)

@@ -352,9 +352,9 @@ def _compute(run, preset: RegressionPreset, data_config, seed: int) -> dict:
 def _figure(run, data, outputs: dict) -> None:
     """Three predictive panels sharing axes (data, mean, ±2 std) and a panel of the std across x."""
     from tfbdl.bayes.ensembles import regression_predictive
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig = plt.figure(figsize=(12, 7))
     grid_spec = fig.add_gridspec(2, 3, height_ratios=(1.6, 1.0), hspace=0.28, wspace=0.06)
     top = [fig.add_subplot(grid_spec[0, 0])]

@@ -433,9 +433,9 @@ def _row(fraction: float, frac_run) -> dict:
 
 
 def _figure(run, preset: RethinkingPreset, metrics: dict) -> None:
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     rows = metrics["rows"]
     f = [r["fraction"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.2))

@@ -281,9 +281,9 @@ def run_experiment(*, kernel, kind, dataset, preset, dtype, scale, out, data_dir
 
 def _figures(run, kernel_file: Path, result: dict) -> None:
     from tfbdl.kernels.blocks import read_kernels
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in result["validation"] if r.get("val_accuracy") is not None]
     if rows:
         fig, ax = plt.subplots(figsize=(4.5, 3))
@@ -401,9 +401,9 @@ def run_search(*, dataset, scale, out, data_dir, seed, resume, preset: SearchPre
 
 
 def _search_figure(run, rows) -> None:
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
     points = ax.scatter([r["var_weight"] for r in rows], [100 * r["score"] for r in rows],
                         c=[r["depth"] for r in rows], cmap="viridis")

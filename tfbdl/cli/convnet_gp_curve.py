@@ -199,9 +199,9 @@ def projection(timing: dict, n_test: int, n_train: int = PAPER_N_TRAIN, n_val: i
 
 
 def _figure(run, kernel: str, rows: list[dict]) -> None:
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4))
     n = [r["n_train"] for r in rows]
     ax.loglog(n, [100 * r["test_error_reference_rule"] for r in rows], marker="o", label="ours, reference rule")

@@ -543,9 +543,9 @@ def _quantiles(norms: np.ndarray) -> dict:
 
 def _norms_figure(run, norms: dict, threshold: float) -> None:
     """``kernel_norms.png``: histograms of the slice norms per size with the threshold."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 2.8))
     for ax, (k, values) in zip(np.atleast_1d(axes), norms.items()):
         positive = values[values > 0]
@@ -898,9 +898,9 @@ def stage_bnn(run, preset: BnnPreset, vae_run, *, scale: str, data_dir, seed: in
 
 def _bnn_figure(run, rows: list[dict], preset: BnnPreset) -> None:
     """``bnn_accuracy.png``: test accuracy against the number of examples per prior (mean ± std)."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 3.3))
     positions = np.arange(len(preset.sizes))
     for i, prior in enumerate(preset.priors):
@@ -1101,9 +1101,9 @@ INIT_NAMES = {"xavier": "Xavier", "dwp": "DWP samples"}
 
 def _init_figure(run, metrics: dict, preset: InitPreset) -> None:
     """``dwp_init_curves.png``: mean test accuracy per epoch (± std band) per initialisation."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.8, 3.3))
     for (init, curve), colour in zip(metrics["curves"].items(), ("tab:gray", "tab:orange")):
         mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])

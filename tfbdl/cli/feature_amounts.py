@@ -256,9 +256,9 @@ def _write_variants_csv(run, rows: list[dict]) -> None:
 def _accuracy_figure(run, rows: list[dict]) -> None:
     """Best validation accuracy against the share of conv features in the first half of the
     layers, one colour per depth; the reference networks as stars."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     depths = sorted({r["depth"] for r in rows})
     colours = plt.get_cmap("viridis")(np.linspace(0.1, 0.85, max(len(depths), 1)))
@@ -280,9 +280,9 @@ def _accuracy_figure(run, rows: list[dict]) -> None:
 
 def _table_figure(run, rows: list[dict]) -> None:
     """A PNG table of every trained variant, best first."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     ordered = sorted(rows, key=lambda r: -r["best_val_accuracy"])
     header = ["id", "widths", "params", "early", "best val %", "epoch", "train %", "micro"]
     cells = [[r["id"], r["widths"], f"{r['parameters']:,}", f"{r['early_fraction']:.2f}",

@@ -606,9 +606,9 @@ def _stored_strategy(path) -> str:
 
 def spectrum_figure(path, values: np.ndarray, preset: NTKPreset) -> None:
     """Eigenvalues of the NTK Gram matrix against their index, log scale."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     index = np.arange(values.size)
     positive = values > 0
@@ -747,9 +747,9 @@ def _index_axis(ax, indices) -> None:
 
 def _linear_vs_nonlinear_axes(rows: list[dict], index_key: str, xlabel: str, title: str):
     """A figure of the linear and non-linear networks' test accuracy against ``row[index_key]``."""
-    from tfbdl.plots import _pyplot
+    from tfbdl.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
     index = [r[index_key] for r in rows]
     ax.plot(index, [r["linear_test_accuracy"] for r in rows], marker="o", label="linearized network")
@@ -779,9 +779,9 @@ def eigenfunction_figure(path, rows: list[dict]) -> None:
 def alignment_figure(path, tasks: list[dict], eigenvalues: np.ndarray) -> None:
     """(a) alignment of the labels with the NTK at initialisation and after training the network;
     (b) the reference's energies of the final NTK along the initial eigenvectors."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     energies = [t for t in tasks if "energy_final" in t["alignment"]]
     fig, axes = plt.subplots(1, 2 if energies else 1, figsize=(9.2 if energies else 4.8, 3.4), squeeze=False)
     ax = axes[0, 0]
@@ -901,9 +901,9 @@ def low_frequency_energy(nads: np.ndarray) -> list[float]:
 
 def nads_figure(path, nads: np.ndarray, shown: int) -> None:
     """The first NADs in pixel space (top) and the magnitude of their 2-D DFT, centred (bottom)."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     shown = min(shown, len(nads))
     fig, axes = plt.subplots(2, shown, figsize=(1.2 * shown, 2.7), squeeze=False)
     for i in range(shown):
@@ -919,9 +919,9 @@ def nads_figure(path, nads: np.ndarray, shown: int) -> None:
 
 
 def nad_spectrum_figure(path, values: np.ndarray) -> None:
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 3.2))
     positive = values > 0
     ax.semilogy(np.arange(values.size)[positive], values[positive], lw=1.2)
@@ -1083,9 +1083,9 @@ def ordered(curves: dict) -> dict:
 
 
 def pretrained_figure(path, curves: dict, k: int) -> None:
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.2, 3.4))
     for name, values in curves.items():
         ax.plot(np.arange(len(values)), values, marker="." if len(values) < 40 else None, label=name,
@@ -1144,9 +1144,9 @@ def stage_cifar2(run, preset: Cifar2Preset, *, scale: str, data_dir, seed: int) 
 
 
 def cifar2_figure(path, metrics: dict) -> None:
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.0, 3.4))
     for name, label, colour in (("linear", "linearized", "tab:blue"), ("nonlinear", "non-linear", "tab:orange")):
         test = metrics[name]["test_curve"]

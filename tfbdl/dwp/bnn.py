@@ -49,7 +49,7 @@ import tensorflow_probability as tfp
 from tfbdl.dwp.bound import check_vae, draw_seed, split_seed
 from tfbdl.dwp.priors import DeepWeightPrior, StandardNormalPrior, kernel_from_slices
 from tfbdl.errors import InvalidOptionError, ShapeError
-from tfbdl.nn import _common as c
+from tfbdl.nn import common as c
 from tfbdl.nn.fconv import check_fconv_shapes
 from tfbdl.nn.initializers import SeedStream, glorot_normal, he_normal_fan_in, torch_bias
 from tfbdl.validate import integer, positive_number

@@ -627,7 +627,7 @@ def plot_latent_space(vae: KernelVAE, slices, path, *, max_points: int = 5000, s
     latent 2: the means themselves, with the prior's 1 and 2 sigma circles; latent > 2: their
     first two principal components (variance shares in the axis labels); latent 1: a histogram.
     """
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
     slices = np.asarray(slices, dtype=np.float32)
     vae._slices(slices[:0])
@@ -638,7 +638,7 @@ def plot_latent_space(vae: KernelVAE, slices, path, *, max_points: int = 5000, s
         slices = slices[np.sort(rng.choice(len(slices), max_points, replace=False))]
     mu = vae.encode_means(slices).astype(np.float64)
     norms = np.sqrt(np.sum(np.square(slices.astype(np.float64)), axis=(1, 2)))
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 4))
     k = vae.kernel_size
     if vae.latent == 1:
@@ -669,12 +669,12 @@ def plot_latent_space(vae: KernelVAE, slices, path, *, max_points: int = 5000, s
 def plot_decoded_samples(vae: KernelVAE, path, num: int = 64, seed: int = 0, *, mean: bool = True) -> pathlib.Path:
     """PNG grid of ``num`` kernels from the prior, ``z ~ N(0, I)`` decoded (means by default,
     samples of ``p(w|z)`` with ``mean=False``), each kernel a ``k x k`` image."""
-    from tfbdl.plots import _pyplot, save_figure
+    from tfbdl.plots import pyplot, save_figure
 
     kernels = vae.sample_kernels(num, seed, mean=mean)
     cols = int(math.ceil(math.sqrt(len(kernels))))
     rows = int(math.ceil(len(kernels) / cols))
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.7, rows * 0.7 + 0.3), squeeze=False)
     _kernel_grid(list(axes.flat), kernels)
     fig.subplots_adjust(wspace=0.08, hspace=0.08)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import keras
 
 from tfbdl.errors import InvalidOptionError
-from tfbdl.nn import _common as c
+from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream, glorot_normal, torch_bias
 
 __all__ = ["check_fconv_shapes", "fconv"]

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from tfbdl.errors import InvalidOptionError, ShapeError
-from tfbdl.nn import _common as c
+from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream
 
 __all__ = ["mlp"]

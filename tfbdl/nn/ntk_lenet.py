@@ -17,7 +17,7 @@ import functools
 import keras
 
 from tfbdl.errors import InvalidOptionError
-from tfbdl.nn import _common as c
+from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream
 
 __all__ = ["ntk_lenet"]

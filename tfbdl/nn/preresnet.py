@@ -29,7 +29,7 @@ from __future__ import annotations
 import keras
 
 from tfbdl.errors import InvalidOptionError
-from tfbdl.nn import _common as c
+from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream, he_normal_fan_out
 
 __all__ = ["preresnet", "preresnet20"]

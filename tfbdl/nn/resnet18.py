@@ -38,7 +38,7 @@ from __future__ import annotations
 import keras
 
 from tfbdl.errors import InvalidOptionError
-from tfbdl.nn import _common as c
+from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream
 
 __all__ = ["Subsample2D", "resnet18"]

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import keras
 
 from tfbdl.errors import InvalidOptionError
-from tfbdl.nn import _common as c
+from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream, he_normal_fan_in, he_normal_fan_out
 
 __all__ = ["vgg", "vgg16", "vgg16_bn", "vgg_layerwise", "vgg_layer_widths", "VGG16_STAGES", "VGG19_STAGES"]

@@ -1,4 +1,4 @@
-"""Argument checks and small layer helpers shared by the model factories (private)."""
+"""Argument checks and small layer helpers shared by the model factories (PyTorch-default layers)."""
 
 from __future__ import annotations
 
