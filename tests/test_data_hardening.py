@@ -323,7 +323,7 @@ def test_every_os_error_while_creating_the_run_folder_is_a_run_directory_error(t
     def refuse(path, obj):
         raise error
 
-    monkeypatch.setattr(tio, "atomic_write_json", refuse)
+    monkeypatch.setattr(tio.rundir, "atomic_write_json", refuse)
     with pytest.raises(RunDirectoryError, match="cannot create the run folder .*" + needle) as caught:
         tio.RunDir.open(tmp_path / "out", "exp", "run", {"a": 1})
     assert "\n" not in str(caught.value)

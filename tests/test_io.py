@@ -1,6 +1,9 @@
-"""Tests of tfbdl.io: atomic writes, run directories, progress marks and HDF5 helpers."""
+"""Tests of tfbdl.io: atomic writes, JSON values, run directories, progress marks and HDF5 helpers
+(the block store has its own tests in test_block_store.py)."""
 
 import json
+import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -9,9 +12,8 @@ import numpy as np
 import pytest
 
 import tfbdl.io as tio
-from tfbdl.errors import InvalidOptionError, RunDirectoryError, ShapeError
+from tfbdl.errors import InvalidOptionError, RunDirectoryError, ShapeError, TfbdlError
 from tfbdl.io import (
-    H5BlockMatrix,
     RunDir,
     atomic_path,
     atomic_write_bytes,
@@ -23,7 +25,9 @@ from tfbdl.io import (
     load_h5,
     package_versions,
     save_h5,
+    to_jsonable,
 )
+from tfbdl.io import provenance
 
 CONFIG = {"dataset": "mnist", "seed": 0, "scale": "tiny", "sizes": [10, 20]}
 
@@ -65,6 +69,31 @@ def test_atomic_path_success_and_same_suffix(tmp_path):
         assert not target.exists()
     assert _names(tmp_path) == ["arrays.npz"]
     np.testing.assert_array_equal(np.load(target)["x"], [0, 1, 2, 3])
+
+
+def test_package_exports_every_public_name_of_its_modules():
+    from tfbdl.io import atomic, blocks, hdf5, jsonio, rundir
+
+    exported = set()
+    for module in (atomic, blocks, hdf5, jsonio, provenance, rundir):
+        for name in module.__all__:
+            assert getattr(tio, name) is getattr(module, name), name
+        exported |= set(module.__all__)
+    assert set(tio.__all__) == exported
+
+
+def test_to_jsonable_makes_plain_json_values():
+    value = {np.int64(3): (np.float32(0.5), np.arange(2)), "p": pathlib.PurePosixPath("a/b"), 1: [np.bool_(True)]}
+    plain = to_jsonable(value)
+    assert plain == {"3": [0.5, [0, 1]], "p": "a/b", "1": [True]}
+    assert type(plain["3"][0]) is float and type(plain["3"][1][0]) is int and type(plain["1"][0]) is bool
+    assert json.loads(json.dumps(plain)) == plain
+
+
+def test_atomic_write_json_refuses_non_json_values(tmp_path):
+    with pytest.raises(InvalidOptionError, match="cannot store this value as JSON"):
+        atomic_write_json(tmp_path / "x.json", {"f": object()})
+    assert _names(tmp_path) == []
 
 
 def test_atomic_path_failure_keeps_old_file(tmp_path):
@@ -115,7 +144,7 @@ def test_package_versions_reads_metadata_without_importing_tensorflow():
 
 
 def test_package_versions_none_when_missing(monkeypatch):
-    monkeypatch.setattr(tio, "_VERSIONED", ("tfbdl", "surely-not-an-installed-package-xyz"))
+    monkeypatch.setattr(provenance, "VERSIONED_PACKAGES", ("tfbdl", "surely-not-an-installed-package-xyz"))
     v = package_versions()
     assert v["surely-not-an-installed-package-xyz"] is None
 
@@ -246,7 +275,7 @@ def test_metrics_append_is_atomic_when_killed(tmp_path, monkeypatch):
     def crash(*args):
         raise OSError("killed")
 
-    monkeypatch.setattr(tio.os, "replace", crash)
+    monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="killed"):
         run.append_metrics_row({"epoch": 2})
     monkeypatch.undo()
@@ -307,80 +336,10 @@ def test_save_load_h5_round_trip(tmp_path):
 
 def test_load_h5_bad_file(tmp_path):
     (tmp_path / "bad.h5").write_bytes(b"not hdf5 at all")
-    with pytest.raises(tio.TfbdlError, match="not a readable HDF5"):
+    with pytest.raises(TfbdlError, match="not a readable HDF5"):
         load_h5(tmp_path / "bad.h5")
     with pytest.raises(FileNotFoundError):
         load_h5(tmp_path / "missing.h5")
-
-
-def _expected_6x6():
-    # M[i, j] = 10 * i + j
-    return 10.0 * np.arange(6)[:, None] + np.arange(6)[None, :]
-
-
-def test_block_matrix_filled_over_two_sessions(tmp_path):
-    path, full = tmp_path / "K.h5", _expected_6x6()
-    blocks = [(slice(r, r + 3), slice(c, c + 3)) for r in (0, 3) for c in (0, 3)]
-    with H5BlockMatrix(path, "K", (6, 6)) as m:  # session 1: first two blocks
-        for rs, cs in blocks[:2]:
-            m.write_block(rs, cs, full[rs, cs])
-        part = m.read()
-        assert np.isnan(part[3:]).all()  # unwritten entries are NaN
-        np.testing.assert_array_equal(part[:3], full[:3])
-    with H5BlockMatrix(path, "K", (6, 6)) as m:  # session 2: skip what is done
-        assert m.done_blocks() == [(slice(0, 3), slice(0, 3)), (slice(0, 3), slice(3, 6))]
-        written = []
-        for rs, cs in blocks:
-            if not m.is_block_done(rs, cs):
-                m.write_block(rs, cs, full[rs, cs])
-                written.append((rs.start, cs.start))
-        assert written == [(3, 0), (3, 3)]
-        assert len(m.done_blocks()) == 4
-        assert m.is_block_done((3, 6), (3, 6))
-    arrays, _ = load_h5(path)
-    np.testing.assert_array_equal(arrays["K"], full)
-    np.testing.assert_array_equal(arrays["K__done"], [[0, 3, 0, 3], [0, 3, 3, 6], [3, 6, 0, 3], [3, 6, 3, 6]])
-
-
-def test_block_matrix_interrupted_write_not_done(tmp_path, monkeypatch):
-    path = tmp_path / "K.h5"
-    m = H5BlockMatrix(path, "K", (6, 6))
-    m.write_block(slice(0, 3), slice(0, 3), np.ones((3, 3)))
-
-    def crash(p):
-        raise OSError("killed during fsync")
-
-    monkeypatch.setattr(tio, "_fsync_file", crash)
-    with pytest.raises(OSError, match="killed"):
-        m.write_block(slice(3, 6), slice(0, 3), np.ones((3, 3)))
-    monkeypatch.undo()
-    assert not m.is_block_done(slice(3, 6), slice(0, 3))
-    # Rewriting a done block that gets interrupted unmarks it first.
-    monkeypatch.setattr(tio, "_fsync_file", crash)
-    with pytest.raises(OSError):
-        m.write_block(slice(0, 3), slice(0, 3), np.zeros((3, 3)))
-    monkeypatch.undo()
-    m.close()
-    m.close()  # closing twice is fine
-    with H5BlockMatrix(path, "K", (6, 6)) as again:
-        assert again.done_blocks() == []
-
-
-def test_block_matrix_checks(tmp_path):
-    path = tmp_path / "K.h5"
-    with H5BlockMatrix(path, "K", (6, 6)) as m:
-        with pytest.raises(ShapeError, match=r"shape \(3, 3\)"):
-            m.write_block(slice(0, 3), slice(0, 3), np.ones((3, 2)))
-        with pytest.raises(ShapeError, match="outside"):
-            m.write_block(slice(4, 7), slice(0, 3), np.ones((3, 3)))
-        with pytest.raises(ShapeError, match="step 1"):
-            m.is_block_done(slice(0, 6, 2), slice(0, 3))
-    with pytest.raises(RunDirectoryError, match=r"\(6, 6\) float64, not \(6, 7\)"):
-        H5BlockMatrix(path, "K", (6, 7))
-    with pytest.raises(RunDirectoryError, match="float32"):
-        H5BlockMatrix(path, "K", (6, 6), dtype="float32")
-    with H5BlockMatrix(path, "K", (6, 6)) as m:  # a failed open left the file usable
-        assert m.done_blocks() == []
 
 
 def test_record_data_adds_provenance_without_touching_the_resumable_config(tmp_path):

@@ -158,6 +158,21 @@ def test_blockwise_equals_one_shot(data, reference):
     assert status["by_matrix"]["Kxx"] == (15, 15)
 
 
+def test_file_layout_is_format_version_1(reference):
+    """The layout kernel files have always had, so files written before stay readable."""
+    path, _ = reference
+    with h5py.File(path, "r") as f:
+        assert list(f) == sorted(ALL)
+        assert sorted(f.attrs) == sorted(["format", "format_version", "n_train", "n_test", "block", "store_dtype",
+                                          "config", "inputs_sha256", "shard_index", "shard_count", "n_tasks"])
+        assert f.attrs["format"] == "tfbdl-kernel-blocks" and f.attrs["format_version"] == 1
+        assert f.attrs["n_tasks"] == len(plan_tasks(N, NT, BLOCK)) and f.attrs["config"] == '{"kernel":"rbf","lengthscale":1.5}'
+        assert f["Kxx"].chunks == (BLOCK, BLOCK) and f["Kxt"].chunks == (BLOCK, BLOCK) and f["Kx_diag"].chunks == (BLOCK,)
+        assert f["task_done"].dtype == np.uint8 and f["task_done"].shape == (len(plan_tasks(N, NT, BLOCK)),)
+        for name in ALL:
+            assert f[name].id.get_create_plist().get_alloc_time() == h5py.h5d.ALLOC_TIME_EARLY, name
+
+
 def test_gpflow_kernel_through_callables(tmp_path, data):
     import gpflow
 

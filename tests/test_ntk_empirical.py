@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfbdl.errors import InvalidOptionError, RunDirectoryError, ShapeError
+from tfbdl.errors import DataFormatError, InvalidOptionError, RunDirectoryError, ShapeError
+from tfbdl.io.blocks import BlockStore
 from tfbdl.nn import lenet5, mlp
 from tfbdl.ntk import empirical
 from tfbdl.ntk.empirical import (
@@ -226,16 +227,16 @@ class _Interrupt(Exception):
 
 def _interrupt_after(monkeypatch, n_blocks):
     """Make the next compute_ntk fail after ``n_blocks`` blocks (as if killed)."""
-    original = empirical.H5BlockMatrix.write_block
+    original = BlockStore.write
     count = {"n": 0}
 
-    def write_block(self, *args, **kwargs):
+    def write(self, *args, **kwargs):
         if count["n"] >= n_blocks:
             raise _Interrupt()
         count["n"] += 1
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(empirical.H5BlockMatrix, "write_block", write_block)
+    monkeypatch.setattr(BlockStore, "write", write)
 
 
 @pytest.mark.parametrize("output", ["trace", "full"])
@@ -253,7 +254,7 @@ def test_resume_after_interruption_is_bitwise_equal(models, reference, tmp_path,
     with pytest.raises(IncompleteNTKError):
         read_ntk_file(path)
     with h5py.File(path, "r") as f:
-        assert f["ntk__done"].shape[0] == 3  # 3 of the 6 upper blocks
+        assert f["task_done"].shape == (6,) and f["task_done"][()].tolist() == [1, 1, 1, 0, 0, 0]  # 3 of 6 blocks
 
     calls = []
     strategy = empirical.model_function(model, "float32", output).strategy("vmap_jacobian")
@@ -266,6 +267,65 @@ def test_resume_after_interruption_is_bitwise_equal(models, reference, tmp_path,
     np.testing.assert_array_equal(stored.astype(np.float32), whole)
     assert attrs["strategy"] == "vmap_jacobian" and attrs["dtype"] == "float32" and attrs["block_size"] == BLOCK
     assert attrs["params_sha256"] == parameter_fingerprint(model)
+    assert attrs["format"] == "tfbdl-ntk-blocks" and attrs["format_version"] == 2 and attrs["n_tasks"] == 6
+
+
+def test_complete_file_holds_the_whole_symmetric_matrix(models, reference, tmp_path):
+    """Raw readers of the file see the full Θ(x, x) in the compute dtype, and its strategy."""
+    model, x = models["mlp"], reference["mlp"]["x"]
+    path = tmp_path / "ntk.h5"
+    whole = compute_ntk(model, x, block_size=BLOCK, strategy="vmap_jacobian", path=path, progress=False)
+    with h5py.File(path, "r") as f:
+        raw = f["ntk"][()]
+        assert f.attrs["strategy"] == "vmap_jacobian"
+    assert raw.dtype == np.float32
+    np.testing.assert_array_equal(raw, whole)
+    np.testing.assert_array_equal(raw, raw.T)
+
+
+def _version_1_file(path, model, x):
+    """An NTK file as an older tfbdl wrote it: a NaN-filled matrix and a growing list of done blocks."""
+    good = path.with_name("v2.h5")
+    compute_ntk(model, x, block_size=4, strategy="jacobian", path=good, progress=False)
+    with h5py.File(good, "r") as f:
+        attrs = dict(f.attrs)
+    with h5py.File(path, "w") as f:
+        for key, value in attrs.items():
+            if key not in ("n_tasks",):
+                f.attrs[key] = value
+        f.attrs["format_version"] = 1
+        f.create_dataset("ntk", shape=(len(x), len(x)), dtype="float64", fillvalue=np.nan)
+        f["ntk"][:4, :4] = 1.0
+        f.create_dataset("ntk__done", data=np.array([[0, 4, 0, 4]], dtype=np.int64), maxshape=(None, 4))
+
+
+def test_a_file_of_the_old_format_is_refused_not_mixed(tmp_path):
+    model = mlp((5,), 2, (3,), seed=8)
+    x = np.random.default_rng(9).standard_normal((6, 3))
+    path = tmp_path / "ntk.h5"
+    _version_1_file(path, model, x)
+    before = path.read_bytes()
+    kw = dict(block_size=4, strategy="jacobian", progress=False)
+    with pytest.raises(DataFormatError, match=r"NTK-file format version 1, this tfbdl reads version 2.*delete it"):
+        compute_ntk(model, x, path=path, **kw)
+    with pytest.raises(DataFormatError, match="format version 1"):
+        read_ntk_file(path)
+    assert path.read_bytes() == before  # left untouched
+    path.unlink()  # as the message says: deleting it recomputes it
+    np.testing.assert_array_equal(compute_ntk(model, x, path=path, **kw), compute_ntk(model, x, **kw))
+
+
+def test_not_an_ntk_file_is_refused(tmp_path):
+    model = mlp((5,), 2, (3,), seed=8)
+    x = np.random.default_rng(9).standard_normal((6, 3))
+    path = tmp_path / "ntk.h5"
+    path.write_bytes(b"not hdf5")
+    with pytest.raises(DataFormatError, match="not a readable HDF5 file.*delete it"):
+        compute_ntk(model, x, path=path, block_size=4, strategy="jacobian", progress=False)
+    with h5py.File(path, "w") as f:
+        f["x"] = 1
+    with pytest.raises(DataFormatError, match="not a tfbdl NTK file"):
+        compute_ntk(model, x, path=path, block_size=4, strategy="jacobian", progress=False)
 
 
 def test_rectangular_file_round_trip(models, reference, tmp_path):

@@ -21,19 +21,18 @@ Datasets, stored as ``store_dtype`` (float64 unless asked otherwise):
   written completely and flushed to disk.
 
 Root attributes: ``format`` (``"tfbdl-kernel-blocks"``), ``format_version``, ``config`` (the
-caller's dict as canonical JSON), ``n_train``, ``n_test``, ``block``, ``n_tasks``,
+caller's dict as canonical JSON), ``n_train``, ``n_test``, ``block``, ``store_dtype``, ``n_tasks``,
 ``inputs_sha256`` (:func:`inputs_fingerprint` of the input arrays), ``shard_index``,
 ``shard_count``.
 
-Crash safety: the file is created complete (every dataset allocated at its full size, chunks of
-``block x block`` aligned with the tasks) in a temp file and renamed into place, so afterwards no
-HDF5 metadata ever changes; a task only overwrites its own chunk(s), then the file is flushed and
-fsynced, and only then is its ``task_done`` byte set (and flushed again). A process killed at any
-instant, even by SIGKILL, leaves every block either complete and marked or unmarked, and the file
-readable. Chunks are allocated without being filled, so on file systems with sparse files (ext4,
-xfs, btrfs, Lustre, tmpfs...) only the blocks written take disk space: about half of ``Kxx`` plus
-``Kxt`` for a complete file. (:class:`tfbdl.io.H5BlockMatrix` is not used: it holds one 2-D
-matrix per file and appends to a resizable done-list, i.e. changes HDF5 metadata at every block.)
+Crash safety: the file is a :class:`tfbdl.io.blocks.BlockStore`. It is created complete (every
+dataset allocated at its full size, chunks of ``block x block`` aligned with the tasks) in a temp
+file and renamed into place, so afterwards no HDF5 metadata ever changes; a task only overwrites
+its own chunk(s), then the file is flushed and fsynced, and only then is its ``task_done`` byte set
+(and flushed again). A process killed at any instant, even by SIGKILL, leaves every block either
+complete and marked or unmarked, and the file readable. Chunks are allocated without being filled,
+so on file systems with sparse files (ext4, xfs, btrfs, Lustre, tmpfs...) only the blocks written
+take disk space: about half of ``Kxx`` plus ``Kxt`` for a complete file.
 
 Sharding
 --------
@@ -61,14 +60,10 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from tfbdl.errors import (
-    DataFormatError,
-    InvalidOptionError,
-    RunDirectoryError,
-    ShapeError,
-    TfbdlError,
-)
-from tfbdl.io import _jsonable, atomic_path
+from tfbdl.errors import InvalidOptionError, RunDirectoryError, ShapeError, TfbdlError
+from tfbdl.io.atomic import atomic_path
+from tfbdl.io.blocks import MAX_CHUNK_BYTES, BlockStore, StoreFormat, create_store, write_layout
+from tfbdl.io.jsonio import canonical_json
 
 __all__ = [
     "KERNEL_NAMES",
@@ -93,8 +88,8 @@ DiagFn = Callable[[np.ndarray], Any]
 FORMAT = "tfbdl-kernel-blocks"
 FORMAT_VERSION = 1
 KERNEL_NAMES = ("Kxx", "Kxt", "Kx_diag", "Kt_diag")
-_DONE = "task_done"
-_MAX_CHUNK_BYTES = 2**32 - 1  # HDF5 limit on one chunk
+_META_KEYS = ("n_train", "n_test", "block", "store_dtype", "config", "inputs_sha256", "shard_index", "shard_count")
+_STORE = StoreFormat(FORMAT, FORMAT_VERSION, "kernel", KERNEL_NAMES, _META_KEYS)
 
 
 class IncompleteKernelsError(TfbdlError):
@@ -268,7 +263,7 @@ def _config_json(config: Any) -> str:
     if not isinstance(config, dict):
         raise InvalidOptionError(f"config must be a dict (kernel name and parameters), got {type(config).__name__}")
     try:
-        return json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"))
+        return canonical_json(config)
     except (TypeError, ValueError) as e:
         raise InvalidOptionError(f"config must hold JSON values only ({e})") from e
 
@@ -287,9 +282,8 @@ def _check_store_dtype(store_dtype: Any) -> np.dtype:
 
 
 def _meta(n_train, n_test, block, dtype, config_json, fingerprint, index, count) -> dict:
+    """The root attributes of a kernel file (besides ``format``, ``format_version``, ``n_tasks``)."""
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
         "n_train": int(n_train),
         "n_test": int(n_test),
         "block": int(block),
@@ -305,74 +299,22 @@ def _shapes(n_train: int, n_test: int) -> dict[str, tuple[int, ...]]:
     return {"Kxx": (n_train, n_train), "Kxt": (n_train, n_test), "Kx_diag": (n_train,), "Kt_diag": (n_test,)}
 
 
-def _create_layout(path: pathlib.Path, meta: dict) -> None:
-    """Write an empty kernel file at ``path`` with every dataset allocated (not filled)."""
-    import h5py
-
+def _layout(meta: dict) -> tuple:
+    """``(format, shapes, dtype, chunk, n_tasks, metadata)`` of the kernel file of ``meta``: the
+    arguments of :func:`tfbdl.io.blocks.create_store` after the path."""
     n, nt, block = meta["n_train"], meta["n_test"], meta["block"]
-    dtype = np.dtype(meta["store_dtype"])
-    n_tasks = len(plan_tasks(n, nt, block))
-    with h5py.File(path, "w") as f:
-        for name, shape in _shapes(n, nt).items():
-            if min(shape) == 0:
-                f.create_dataset(name, shape=shape, dtype=dtype)
-                continue
-            dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-            dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-            chunks = tuple(min(block, s) for s in shape)
-            f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, dcpl=dcpl, fill_time="never")
-        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
-        dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
-        f.create_dataset(_DONE, shape=(n_tasks,), dtype="uint8", dcpl=dcpl, fillvalue=0, fill_time="alloc")
-        for key, value in meta.items():
-            f.attrs[key] = value
-        f.attrs["n_tasks"] = n_tasks
+    return _STORE, _shapes(n, nt), meta["store_dtype"], block, len(plan_tasks(n, nt, block)), meta
 
 
-def _open_h5(path: pathlib.Path, mode: str):
-    import h5py
-
-    try:
-        if mode == "r":
-            # The layout never changes after creation, so reading while a writer works is safe.
-            return h5py.File(path, "r", locking=False)
-        return h5py.File(path, mode)
-    except FileNotFoundError:
-        raise
-    except OSError as e:
-        if "lock" in str(e).lower():
-            raise RunDirectoryError(
-                f"{path} is open for writing in another process (two runs of the same shard?); "
-                "wait for it to finish or stop it, then rerun"
-            ) from e
-        raise DataFormatError(
-            f"{path} is not a readable HDF5 file ({e}); delete it and rerun to recompute it"
-        ) from e
+def _open_store(path: pathlib.Path, writable: bool = False) -> BlockStore:
+    """Open a kernel file (DataFormatError if it is none; RunDirectoryError if another process
+    writes it and ``writable``)."""
+    return BlockStore(path, _STORE, writable=writable)
 
 
-def _read_meta(f, path: pathlib.Path) -> dict:
-    attrs = f.attrs
-    try:
-        if attrs["format"] != FORMAT:
-            raise KeyError("format")
-        meta = {
-            key: (attrs[key].item() if isinstance(attrs[key], np.generic) else attrs[key])
-            for key in ("format", "format_version", "n_train", "n_test", "block", "store_dtype",
-                        "config", "inputs_sha256", "shard_index", "shard_count")
-        }
-        meta["n_tasks"] = int(attrs["n_tasks"])
-        for name in (*KERNEL_NAMES, _DONE):
-            f[name]  # noqa: B018  (presence check)
-    except KeyError as e:
-        raise DataFormatError(
-            f"{path} is not a tfbdl kernel file (missing {e}); use another path or delete it"
-        ) from None
-    if meta["format_version"] != FORMAT_VERSION:
-        raise DataFormatError(
-            f"{path} has kernel-file format version {meta['format_version']}, this tfbdl reads "
-            f"version {FORMAT_VERSION}; recompute it at another path or delete it"
-        )
-    return meta
+def _read_meta(store: BlockStore) -> dict:
+    """The kernel file's metadata (the keys of :func:`_meta`)."""
+    return {key: store.metadata[key] for key in _META_KEYS}
 
 
 _DIFF_NAMES = {
@@ -429,7 +371,7 @@ def compute_kernel_file(
     block = _check_int(block, "block", 1)
     index, count = _check_shard(shard)
     dtype = _check_store_dtype(store_dtype)
-    if block * block * dtype.itemsize > _MAX_CHUNK_BYTES:
+    if block * block * dtype.itemsize > MAX_CHUNK_BYTES:
         raise InvalidOptionError(f"block={block} makes blocks over 4 GiB; pass a smaller block")
     if not callable(pair_fn) or not callable(diag_fn):
         raise InvalidOptionError("pair_fn and diag_fn must be callables (see callables_from_gpflow)")
@@ -443,35 +385,24 @@ def compute_kernel_file(
     out = shard_path(path, index, count)
 
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out) as tmp:
-            _create_layout(tmp, meta)
+        create_store(out, *_layout(meta))
 
-    with _open_h5(out, "r+") as f:
-        stored = _read_meta(f, out)
-        diff = _differences(stored, meta, _DIFF_NAMES)
+    with _open_store(out, writable=True) as store:
+        diff = _differences(_read_meta(store), meta, _DIFF_NAMES)
         if diff:
             raise RunDirectoryError(
                 f"{out} was started with a different {', '.join(diff)}; to resume it rerun with the "
                 "same data and options, otherwise use another path or delete the file"
             )
-        done_ds = f[_DONE]
-        done = done_ds[()]
-        todo = [i for i in range(index, len(tasks), count) if not done[i]]
+        todo = [i for i in range(index, len(tasks), count) if not store.is_done(i)]
         if not todo:
             return out
-        fd = f.id.get_vfd_handle()
 
         def compute(i: int) -> np.ndarray:
             return _evaluate(tasks[i], pair_fn, diag_fn, X_train, X_test, dtype)
 
         def write(i: int, values: np.ndarray) -> None:
-            f[tasks[i].matrix][tasks[i].selection] = values
-            f.flush()
-            os.fsync(fd)
-            done_ds[i] = 1
-            f.flush()
-            os.fsync(fd)
+            store.write(i, [(tasks[i].matrix, tasks[i].selection, values)])
 
         bar = _progress(progress, len(todo), out)
         with bar:
@@ -567,12 +498,12 @@ def merge_kernel_files(shard_paths: Sequence[PathLike], out_path: PathLike) -> p
     for p in paths:
         if not p.exists():
             raise RunDirectoryError(f"shard file {p} does not exist; compute that shard first")
-    files = []
+    stores: list[BlockStore] = []
     try:
         metas = []
         for p in paths:
-            files.append(_open_h5(p, "r"))
-            metas.append(_read_meta(files[-1], p))
+            stores.append(_open_store(p))
+            metas.append(_read_meta(stores[-1]))
         keys = ("inputs_sha256", "config", "n_train", "n_test", "block", "store_dtype")
         for p, m in zip(paths[1:], metas[1:]):
             diff = _differences(metas[0], m, keys)
@@ -584,8 +515,8 @@ def merge_kernel_files(shard_paths: Sequence[PathLike], out_path: PathLike) -> p
         m0 = metas[0]
         tasks = plan_tasks(m0["n_train"], m0["n_test"], m0["block"])
         owner = np.full(len(tasks), -1, dtype=np.int64)
-        for k, f in enumerate(files):
-            owner[(f[_DONE][()] == 1) & (owner < 0)] = k
+        for k, store in enumerate(stores):
+            owner[store.done & (owner < 0)] = k
         missing = np.flatnonzero(owner < 0)
         if missing.size:
             counts = {m["shard_count"] for m in metas}
@@ -600,17 +531,16 @@ def merge_kernel_files(shard_paths: Sequence[PathLike], out_path: PathLike) -> p
                 "command to resume) and pass every shard file"
             )
         meta = dict(m0, shard_index=0, shard_count=1)
-        meta.pop("n_tasks")
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_path) as tmp:
-            _create_layout(tmp, meta)
-            with _open_h5(tmp, "r+") as g:
+            write_layout(tmp, *_layout(meta))
+            with _open_store(tmp, writable=True) as merged:
                 for i, task in enumerate(tasks):
-                    g[task.matrix][task.selection] = files[owner[i]][task.matrix][task.selection]
-                g[_DONE][:] = 1
+                    values = stores[owner[i]].read(task.matrix, task.selection)
+                    merged.write(i, [(task.matrix, task.selection, values)], durable=False)
     finally:
-        for f in files:
-            f.close()
+        for store in stores:
+            store.close()
     return out_path
 
 
@@ -629,9 +559,9 @@ def kernel_file_status(path: PathLike) -> dict:
     path = pathlib.Path(path)
     if not path.exists():
         return {"path": str(path), "exists": False, "done": 0, "total": None, "complete": False}
-    with _open_h5(path, "r") as f:
-        meta = _read_meta(f, path)
-        done = f[_DONE][()]
+    with _open_store(path) as store:
+        meta = _read_meta(store)
+        done = store.done
     tasks = plan_tasks(meta["n_train"], meta["n_test"], meta["block"])
     index, count = meta["shard_index"], meta["shard_count"]
     mine = range(index, len(tasks), count)
@@ -672,10 +602,10 @@ def read_kernels(path: PathLike, names: Iterable[str] = KERNEL_NAMES) -> dict[st
         raise InvalidOptionError(f"unknown kernel array(s) {bad}; choose from {list(KERNEL_NAMES)}")
     if not path.exists():
         raise RunDirectoryError(f"{path} does not exist; compute it first with compute_kernel_file")
-    with _open_h5(path, "r") as f:
-        meta = _read_meta(f, path)
+    with _open_store(path) as store:
+        meta = _read_meta(store)
         tasks = plan_tasks(meta["n_train"], meta["n_test"], meta["block"])
-        done = f[_DONE][()]
+        done = store.done
         missing = [i for i, t in enumerate(tasks) if t.matrix in names and not done[i]]
         if missing:
             hint = "rerun the same command to resume it"
@@ -688,7 +618,7 @@ def read_kernels(path: PathLike, names: Iterable[str] = KERNEL_NAMES) -> dict[st
             )
         out: dict[str, Any] = {}
         for name in names:
-            ds = f[name]
+            ds = store.dataset(name)
             arr = np.empty(ds.shape, dtype=ds.dtype)
             if name == "Kxx":
                 for t in tasks:

@@ -50,13 +50,13 @@ copy is evaluated with ``stateless_call`` on float64 casts of the model's curren
 variable values to each layer's float32 compute dtype.) The copy is made once per model and
 reused; the parameter values are read again at every call.
 
-Files: with ``path``, :func:`compute_ntk` writes each finished block to an HDF5 file
-(:class:`tfbdl.io.H5BlockMatrix`, dataset ``ntk`` stored as float64, ``[N*Kf, N'*Kf]`` with
-``Kf = K`` for ``"full"`` else 1; for ``Θ(x, x)`` only the blocks on and above the diagonal are
-written and the rest reads NaN). Its root attributes record the format, strategy, dtype, block
-size, output, sizes, a SHA-256 of the inputs and of the model's parameters; a rerun skips the
-finished blocks and gives the same matrix bit for bit, and a rerun with other weights, inputs or
-options is refused (:class:`tfbdl.errors.RunDirectoryError`).
+Files: with ``path``, :func:`compute_ntk` writes each finished block to a crash-safe HDF5 file
+(:mod:`tfbdl.ntk.store`: dataset ``ntk`` ``[N*Kf, N'*Kf]`` in ``dtype``, with ``Kf = K`` for
+``"full"`` else 1; for ``Θ(x, x)`` the blocks on and above the diagonal are computed, each written
+with its mirror image). Its root attributes record the format, strategy, dtype, block size,
+output, sizes, a SHA-256 of the inputs and of the model's parameters; a rerun, also after a
+SIGKILL, skips the finished blocks and gives the same matrix bit for bit, and a rerun with other
+weights, inputs or options is refused (:class:`tfbdl.errors.RunDirectoryError`).
 """
 
 from __future__ import annotations
@@ -68,14 +68,21 @@ import pathlib
 import time
 from typing import Any
 
-import h5py
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfbdl import validate
-from tfbdl.errors import DataFormatError, InvalidOptionError, RunDirectoryError, ShapeError, TfbdlError
-from tfbdl.io import H5BlockMatrix, atomic_path
+from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.ntk.store import (
+    DATASET,
+    IncompleteNTKError,
+    check_metadata,
+    inputs_fingerprint,
+    open_store,
+    read_metadata,
+    read_ntk_file,
+)
 
 __all__ = [
     "PROBE_SIZE",
@@ -97,18 +104,11 @@ __all__ = [
 ]
 
 STRATEGIES = ("jacobian", "vmap_jacobian", "ntk_vector")
-FORMAT = "tfbdl-ntk-blocks"
-FORMAT_VERSION = 1
-DATASET = "ntk"
 _DTYPES = ("float32", "float64")
 _FLOAT_NAMES = {"float16", "bfloat16", "float32", "float64", "mixed_float16", "mixed_bfloat16"}
 #: ``ntk_vector`` runs at most this many (example, tangent) forward passes at once.
 VECTOR_PAIRS_PER_CALL = 2048
 _ZERO = tf.UnconnectedGradients.ZERO
-
-
-class IncompleteNTKError(TfbdlError):
-    """An NTK file does not yet hold every block."""
 
 
 # --------------------------------------------------------------------------- options
@@ -684,19 +684,6 @@ def parameter_fingerprint(model: keras.Model) -> str:
     return h.hexdigest()
 
 
-def _inputs_fingerprint(*arrays: np.ndarray | None) -> str:
-    h = hashlib.sha256(b"tfbdl-ntk-inputs-v1\0")
-    for x in arrays:
-        if x is None:
-            h.update(b"none\0")
-            continue
-        h.update(f"{x.dtype.str}:{x.shape}\0".encode())
-        step = max(1, (16 << 20) // max(1, x[0].nbytes))
-        for start in range(0, len(x), step):
-            h.update(np.ascontiguousarray(x[start:start + step]).data)
-    return h.hexdigest()
-
-
 # --------------------------------------------------------------------------- block-wise NTK
 
 
@@ -747,6 +734,7 @@ def compute_ntk(model, x, x2=None, *, block_size: int, strategy: str = "auto", d
         ShapeError: inputs that do not fit the model, or a model whose output is not ``[batch, K]``.
         InvalidOptionError: a bad option value.
         RunDirectoryError: ``path`` was started with other parameters, inputs or options.
+        DataFormatError: ``path`` is not an NTK file of this format version (delete it to recompute).
     """
     block_size = validate.integer(block_size, "block_size", 1)
     strategy = _check_strategy(strategy)
@@ -763,15 +751,15 @@ def compute_ntk(model, x, x2=None, *, block_size: int, strategy: str = "auto", d
         path = pathlib.Path(path)
         meta = _file_meta(mf, block_size, None, n, n2, symmetric, xr, xc)
         if path.exists():
-            stored = _read_attrs(path)
-            _check_stored(path, stored, meta)
+            stored = read_metadata(path)
+            check_metadata(path, stored, meta)
             if strategy == "auto":
                 strategy = stored["strategy"]
     if strategy == "auto":
         strategy = choose_strategy(model, xr, min(block_size, n), dtype=mf.dtype, output=mf.output)
     if path is not None:
         meta["strategy"] = strategy
-        store = _open_store(path, meta, (n * kf, n2 * kf), block_size * kf)
+        store = open_store(path, meta, (n * kf, n2 * kf), block_size * kf, sum(len(cols) for _, cols in plan))
     try:
         _run_plan(mf.strategy(strategy), plan, xr, xc, out, store, progress, kf)
     finally:
@@ -788,17 +776,17 @@ def _run_plan(strategy: _Strategy, plan, xr, xc, out, store, show: bool, kf: int
 
     symmetric = xc is None
     todo = []
-    for r, cols in plan:
-        for c in cols:
-            sel = (slice(r[0] * kf, r[1] * kf), slice(c[0] * kf, c[1] * kf))
-            if store is not None and store.is_block_done(*sel):
-                out[sel] = store.dataset[sel]
-            else:
-                todo.append((r, c, sel))
+    blocks = [(r, c) for r, cols in plan for c in cols]  # task i of the file is blocks[i]
+    for i, (r, c) in enumerate(blocks):
+        sel = (slice(r[0] * kf, r[1] * kf), slice(c[0] * kf, c[1] * kf))
+        if store is not None and store.is_done(i):
+            out[sel] = store.read(DATASET, sel)
+        else:
+            todo.append((i, r, c, sel))
     label = f"NTK blocks ({strategy.name})" + (f" -> {store.path.name}" if store is not None else "")
     with progress(len(todo), label, show=show) as bar:
         row, fa = None, None
-        for r, c, sel in todo:
+        for i, r, c, sel in todo:
             if r != row:
                 row, fa = r, strategy.features(tf.constant(xr[r[0]:r[1]]))
             if symmetric and c == r:
@@ -808,7 +796,10 @@ def _run_plan(strategy: _Strategy, plan, xr, xc, out, store, show: bool, kf: int
                 values = strategy.pair(fa, strategy.features(tf.constant(xb))).numpy()
             out[sel] = values
             if store is not None:
-                store.write_block(*sel, values)
+                regions = [(DATASET, sel, values)]
+                if symmetric and c != r:  # the mirror image below the diagonal
+                    regions.append((DATASET, sel[::-1], values.T))
+                store.write(i, regions)
             bar.update(1)
 
 
@@ -822,25 +813,10 @@ def _mirror(out: np.ndarray, plan, kf: int) -> None:
 
 # --------------------------------------------------------------------------- files
 
-_META_NAMES = {
-    "format": "file format",
-    "format_version": "file format version",
-    "dtype": "dtype",
-    "block_size": "block size",
-    "output": "output",
-    "n": "number of rows (x)",
-    "n2": "number of columns (x2)",
-    "symmetric": "x2 (given or not)",
-    "num_outputs": "number of model outputs",
-    "num_params": "number of parameters",
-    "inputs_sha256": "inputs (x / x2)",
-}
-
 
 def _file_meta(mf: ModelFunction, block_size, strategy, n, n2, symmetric, xr, xc) -> dict:
+    """The attributes of the NTK file of this computation (see :mod:`tfbdl.ntk.store`)."""
     return {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
         "strategy": strategy,
         "dtype": mf.dtype,
         "block_size": int(block_size),
@@ -851,82 +827,6 @@ def _file_meta(mf: ModelFunction, block_size, strategy, n, n2, symmetric, xr, xc
         "num_outputs": int(mf.model_outputs),
         "num_params": int(mf.num_params),
         "model": mf.model.name,
-        "inputs_sha256": _inputs_fingerprint(xr, xc),
+        "inputs_sha256": inputs_fingerprint(xr, xc),
         "params_sha256": parameter_fingerprint(mf.model),
     }
-
-
-def _read_attrs(path: pathlib.Path) -> dict:
-    try:
-        with h5py.File(path, "r") as f:
-            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
-            has_data = DATASET in f
-    except OSError as e:
-        raise DataFormatError(f"{path} is not a readable HDF5 file ({e}); delete it and rerun to recompute it") from e
-    attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
-    if attrs.get("format") != FORMAT or not has_data:
-        raise DataFormatError(f"{path} is not a tfbdl NTK file; use another path or delete it")
-    return attrs
-
-
-def _check_stored(path: pathlib.Path, stored: dict, meta: dict) -> None:
-    """RunDirectoryError unless the file ``path`` was started with ``meta`` (strategy too, if set)."""
-    if stored.get("params_sha256") != meta["params_sha256"]:
-        raise RunDirectoryError(
-            f"{path} was started with other model parameters (weights or batch-norm statistics "
-            f"differ: params_sha256 {str(stored.get('params_sha256'))[:12]}... vs {meta['params_sha256'][:12]}...); "
-            "the NTK depends on them, so it cannot be resumed: load the same weights, or use another path "
-            "or delete the file to start over"
-        )
-    diff = [label for key, label in _META_NAMES.items() if stored.get(key) != meta[key]]
-    if diff:
-        raise RunDirectoryError(f"{path} was started with a different {', '.join(diff)}; rerun with the same "
-                                "inputs and options to resume it, or use another path or delete the file")
-    if meta.get("strategy") is not None and stored.get("strategy") != meta["strategy"]:
-        raise RunDirectoryError(
-            f"{path} was started with strategy {stored.get('strategy')!r}, not {meta['strategy']!r}; strategies "
-            "differ in the last bits, so pass the same one (or strategy='auto', which reuses the file's), or "
-            "use another path or delete the file"
-        )
-
-
-def _open_store(path: pathlib.Path, meta: dict, shape: tuple[int, int], chunk: int) -> H5BlockMatrix:
-    """Create (atomically, with its attributes) or reopen the block file of ``meta``."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                for key, value in meta.items():
-                    f.attrs[key] = value
-            chunks = (min(chunk, shape[0]), min(chunk, shape[1]))
-            with H5BlockMatrix(tmp, DATASET, shape, "float64", chunks=chunks):
-                pass
-    _check_stored(path, _read_attrs(path), meta)
-    return H5BlockMatrix(path, DATASET, shape, "float64")
-
-
-def read_ntk_file(path) -> tuple[np.ndarray, dict]:
-    """A complete NTK file's matrix (``[N, N']`` or ``[N, N', K, K]``, float64, lower triangle
-    mirrored for ``Θ(x, x)``) and its attributes. IncompleteNTKError if blocks are missing.
-
-    Opens the file read-only, so it may be read while no process writes it.
-    """
-    path = pathlib.Path(path)
-    if not path.exists():
-        raise RunDirectoryError(f"{path} does not exist; compute it first with compute_ntk(..., path=...)")
-    attrs = _read_attrs(path)
-    n, n2, block = int(attrs["n"]), int(attrs["n2"]), int(attrs["block_size"])
-    k = int(attrs["num_outputs"]) if attrs["output"] == "full" else 1
-    plan = _plan(n, n2, block, bool(attrs["symmetric"]))
-    with h5py.File(path, "r") as f:
-        done = {tuple(int(v) for v in row) for row in f[f"{DATASET}__done"][()]}  # H5BlockMatrix's list
-        missing = [(r, c) for r, cols in plan for c in cols if (r[0] * k, r[1] * k, c[0] * k, c[1] * k) not in done]
-        if missing:
-            raise IncompleteNTKError(f"{path} is incomplete: {len(missing)} of {sum(len(c) for _, c in plan)} "
-                                     "blocks are missing; rerun the same compute_ntk call to resume it")
-        out = f[DATASET][()]
-    if attrs["symmetric"]:
-        _mirror(out, plan, k)
-    if k > 1:
-        out = out.reshape(n, k, n2, k).transpose(0, 2, 1, 3)
-    return out, attrs

@@ -1,0 +1,126 @@
+"""Atomic file writes: a temp file in the same folder, fsync, ``os.replace``, fsync of the folder.
+
+A process killed at any instant leaves either the old or the new file at the target path, never
+half of one, and a finished write survives a power cut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import tempfile
+from typing import Iterator
+
+__all__ = [
+    "PathLike",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "fsync_dir",
+    "fsync_file",
+]
+
+PathLike = str | os.PathLike
+
+_UMASK: int | None = None
+
+
+def _umask() -> int:
+    """The process umask, read once (from /proc when possible, which changes nothing)."""
+    global _UMASK
+    if _UMASK is None:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("Umask:"):
+                        _UMASK = int(line.split()[1], 8)
+                        break
+        except OSError:
+            pass
+        if _UMASK is None:
+            _UMASK = os.umask(0o022)
+            os.umask(_UMASK)
+    return _UMASK
+
+
+def fsync_dir(folder: PathLike) -> None:
+    """fsync a folder so a rename inside it survives a power cut (no-op where unsupported)."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: PathLike) -> None:
+    """fsync a file that some other code (h5py, numpy) wrote and closed."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _new_temp(path: pathlib.Path) -> pathlib.Path:
+    """Create an empty hidden temp file next to ``path`` that ends with the same suffix."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    os.close(fd)
+    return pathlib.Path(tmp)
+
+
+def _commit_temp(tmp: pathlib.Path, path: pathlib.Path) -> None:
+    """Give ``tmp`` normal permissions, fsync it, rename it onto ``path`` and fsync the folder."""
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except OSError:
+        mode = 0o666 & ~_umask()
+    os.chmod(tmp, mode)
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[pathlib.Path]:
+    """Yield a temp path next to ``path`` (same suffix); on success rename it onto ``path``.
+
+    For writers that want a file name (h5py, ``np.savez``): whatever they write appears at
+    ``path`` all at once. On an exception the temp file is deleted, ``path`` is left as it
+    was, and the exception propagates. The folder of ``path`` must exist.
+    """
+    path = pathlib.Path(path)
+    tmp = _new_temp(path)
+    try:
+        yield tmp
+        _commit_temp(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (readers see the old or the new file, never half)."""
+    path = pathlib.Path(path)
+    tmp = _new_temp(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        _commit_temp(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
