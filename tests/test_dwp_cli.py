@@ -10,17 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfbdl.cli.deep_weight_prior import (
-    PRESETS,
-    accuracy_table,
-    allocate_per_class,
-    checkpoint_block,
-    linear_decay,
-    parse_sizes,
-    prior_comparison,
-    stratified_splits,
-)
 from tests.conftest import release_dir
+from tfbdl.cli.deep_weight_prior import PRESETS
+from tfbdl.cli.deep_weight_prior.bnn import make_prior, posterior_variance
+from tfbdl.cli.deep_weight_prior.presets import parse_sizes
+from tfbdl.cli.deep_weight_prior.report import fit_table, prior_comparison
+from tfbdl.data.subsets import allocate_per_class, stratified_splits
+from tfbdl.dwp.fitting import accuracy_table
 from tfbdl.errors import InvalidOptionError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,10 +166,6 @@ def test_small_helpers():
     for bad in ("", "0", "5,a"):
         with pytest.raises(InvalidOptionError):
             parse_sizes(bad)
-    assert checkpoint_block(10000, 100) == 100 and checkpoint_block(90, 100) == 90
-    assert checkpoint_block(98, 10) == 7 and checkpoint_block(7, 10) == 7
-    # lr * (1 - e / E) per whole epoch e, as the reference's lr_linear.
-    assert linear_decay(1.0, 0, 4) == 1.0 and linear_decay(1.0, 2.5, 4) == 0.5 and linear_decay(1.0, 3.99, 4) == 0.25
     results = [{"prior": p, "examples": 50, "split": j, "accuracy": a}
                for p, accs in (("normal", (0.6, 0.7)), ("dwp", (0.8, 0.9))) for j, a in enumerate(accs)]
     rows = accuracy_table(results, ("normal", "dwp"), (50,))
@@ -187,27 +179,22 @@ def test_small_helpers():
 
 
 def test_log_uniform_prior_runs_on_the_references_truncated_alpha_layers():
-    from tfbdl.cli.deep_weight_prior import _prior, _variance
     from tfbdl.dwp.priors import StandardNormalPrior, TruncatedLogUniformPrior
 
-    assert isinstance(_prior("log-uniform", None, 1), TruncatedLogUniformPrior)
-    assert _variance("log-uniform") == "alpha"
-    assert isinstance(_prior("normal", None, 1), StandardNormalPrior)
-    assert _variance("normal") == _variance("dwp") == "log_sigma2"
+    assert isinstance(make_prior("log-uniform", None, 1), TruncatedLogUniformPrior)
+    assert posterior_variance("log-uniform") == "alpha"
+    assert isinstance(make_prior("normal", None, 1), StandardNormalPrior)
+    assert posterior_variance("normal") == posterior_variance("dwp") == "log_sigma2"
 
 
 def test_dwp_prior_options_reach_the_prior():
-    from tfbdl.cli.deep_weight_prior import _prior
-
     vae = types.SimpleNamespace(encode=None, decode=None, kernel_size=5, latent=4)
-    prior = _prior("dwp", {5: vae}, 3, antithetic=True)
+    prior = make_prior("dwp", {5: vae}, 3, antithetic=True)
     assert prior.weight_samples == 3 and prior.antithetic
-    assert not _prior("dwp", {5: vae}, 1).antithetic  # the reference's plain draws by default
+    assert not make_prior("dwp", {5: vae}, 1).antithetic  # the reference's plain draws by default
 
 
 def test_fit_table_averages_over_splits_and_skips_old_results():
-    from tfbdl.cli.deep_weight_prior import fit_table
-
     results = [{"prior": "dwp", "examples": 50, "train_accuracy": acc,
                 "kernels": {"conv1": {"mean_rms": 1.0, "sigma_median": 1.0},
                             "conv2": {"mean_rms": rms, "sigma_median": 0.01}}}

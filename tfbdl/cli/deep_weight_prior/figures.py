@@ -1,0 +1,66 @@
+"""The pipeline's figures: kernel-norm histograms, the prior x examples accuracy plot and the
+initialisation learning curves (matplotlib through :mod:`tfbdl.plots`, imported when drawn)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfbdl.cli.deep_weight_prior.presets import INIT_NAMES, PRIOR_NAMES, BnnPreset, InitPreset
+
+__all__ = ["bnn_figure", "init_figure", "norms_figure"]
+
+
+def norms_figure(run, norms: dict, threshold: float) -> None:
+    """``kernel_norms.png``: histograms of the slice norms (``{k: norms [n]}``) per size with the threshold."""
+    from tfbdl.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(norms), figsize=(4.2 * len(norms), 2.8))
+    for ax, (k, values) in zip(np.atleast_1d(axes), norms.items()):
+        positive = values[values > 0]
+        bins = np.logspace(np.log10(max(positive.min(), 1e-6)), np.log10(positive.max()), 50) if positive.size else 10
+        ax.hist(positive, bins=bins, color="tab:blue")
+        ax.set_xscale("log")
+        ax.axvline(threshold, color="tab:red", linestyle="--", label=f"threshold {threshold:g}")
+        ax.set_title(f"{k}x{k} slices ({values.size})", fontsize=9)
+        ax.set_xlabel("Frobenius norm")
+        ax.legend(fontsize=7)
+    save_figure(fig, run.file("kernel_norms.png"))
+
+
+def bnn_figure(run, rows: list[dict], preset: BnnPreset) -> None:
+    """``bnn_accuracy.png``: test accuracy against the number of examples per prior (mean ± std)."""
+    from tfbdl.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 3.3))
+    positions = np.arange(len(preset.sizes))
+    for i, prior in enumerate(preset.priors):
+        mine = [r for r in rows if r["prior"] == prior]
+        std = [r["accuracy_std"] or 0.0 for r in mine]
+        ax.errorbar(positions + 0.04 * (i - 1), [r["accuracy_mean"] for r in mine], yerr=std, marker="o", capsize=4,
+                    label=PRIOR_NAMES[prior])
+    ax.set_xticks(positions, [str(s) for s in preset.sizes])
+    ax.set_xlabel("training examples")
+    ax.set_ylabel(f"test accuracy ({preset.test_samples}-sample ensemble)")
+    ax.set_title(f"Bayesian fconv on MNIST, mean ± std over {preset.splits} splits", fontsize=9)
+    ax.legend(fontsize=8)
+    save_figure(fig, run.file("bnn_accuracy.png"))
+
+
+def init_figure(run, metrics: dict, preset: InitPreset) -> None:
+    """``dwp_init_curves.png``: mean test accuracy per epoch (± std band) per initialisation."""
+    from tfbdl.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 3.3))
+    for (init, curve), colour in zip(metrics["curves"].items(), ("tab:gray", "tab:orange")):
+        mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
+        epochs = np.arange(mean.size)
+        ax.plot(epochs, mean, marker="o", markersize=3, color=colour, label=INIT_NAMES[init])
+        ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(f"fconv on {preset.n_train} MNIST examples, mean over {preset.seeds} seeds", fontsize=9)
+    ax.legend(fontsize=8)
+    save_figure(fig, run.file("dwp_init_curves.png"))
