@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfbdl.cli.convnet_gp_curve import parse_sizes, projection, training_pool
+from tfbdl.cli.convnet_gp import parse_sizes, projection, training_pool
 from tfbdl.errors import InvalidOptionError
 
 REPO = Path(__file__).resolve().parents[1]

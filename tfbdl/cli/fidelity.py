@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from tfbdl.cli.common import data_line
-from tfbdl.cli.convnet_gp_curve import PAPER_TEST_ERROR
+from tfbdl.cli.convnet_gp import PAPER_TEST_ERROR
 
 GP_PAPER = "ConvNet GP (Garriga-Alonso et al. 2019)"
 BDL_PAPER = "Bayesian DL & generalization (Wilson & Izmailov 2020)"
