@@ -171,3 +171,29 @@ def test_registered_for_run_all():
 
     (experiment,) = by_name(["linearized"])
     assert experiment.command == ("linearized", "run")
+
+
+def test_inputs_are_scaled_padded_and_standardised_like_the_reference():
+    from tfbdl.cli.linearized.data import halves, standardize_like_train, to_inputs
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(6, 28, 28, 1), dtype=np.uint8)
+    x = to_inputs(images, "cifar10")  # a 28x28 stand-in padded to CIFAR-10's 32x32
+    assert x.shape == (6, 32, 32, 1) and x.dtype == np.float32
+    np.testing.assert_array_equal(x[:, 2:30, 2:30], images.astype(np.float32) / 255.0)
+    assert not x[:, :2].any() and not x[:, 30:].any() and not x[:, :, :2].any() and not x[:, :, 30:].any()
+    assert to_inputs(images, "mnist").shape == (6, 28, 28, 1)
+    # The reference's normalize_data: the training images' per-channel mean and std, in float64.
+    train, test = x[:4], x[4:]
+    mean = train.mean(axis=(0, 1, 2), keepdims=True, dtype=np.float64)
+    std = train.std(axis=(0, 1, 2), keepdims=True, dtype=np.float64)
+    got_train, got_test = standardize_like_train(train, test)
+    np.testing.assert_array_equal(got_train, ((train - mean) / std).astype(np.float32))
+    np.testing.assert_array_equal(got_test, ((test - mean) / std).astype(np.float32))
+    assert abs(float(got_train.mean())) < 1e-6 and float(got_train.std()) == pytest.approx(1.0, rel=1e-5)
+    # A constant channel is divided by 1: it becomes 0, the other channel is standardised as usual.
+    two = np.stack([np.full((3, 4, 4), 0.5, np.float32), rng.random((3, 4, 4)).astype(np.float32)], axis=-1)
+    (got,) = standardize_like_train(two)
+    np.testing.assert_array_equal(got[..., 0], 0.0)
+    assert float(got[..., 1].std()) == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_array_equal(halves(np.arange(10)), [1, 1, 1, 1, 1, 0, 0, 0, 0, 0])

@@ -13,11 +13,14 @@ import numpy as np
 from tfbdl.errors import InvalidOptionError, ShapeError
 
 __all__ = [
-    "to_float01",
     "channel_stats",
-    "standardize",
+    "check_channel_stats",
+    "check_float01",
     "global_contrast_normalize",
     "pad_crop_flip",
+    "pad_to_side",
+    "standardize",
+    "to_float01",
 ]
 
 

@@ -43,14 +43,14 @@ from tfbdl.io.provenance import (
 from tfbdl.io.rundir import RunDir
 
 __all__ = [
+    "BlockStore",
     "CRASH_AFTER_ENV",
     "MAX_CHUNK_BYTES",
-    "TASK_DONE",
-    "VERSIONED_PACKAGES",
-    "BlockStore",
     "PathLike",
     "RunDir",
     "StoreFormat",
+    "TASK_DONE",
+    "VERSIONED_PACKAGES",
     "atomic_path",
     "atomic_write_bytes",
     "atomic_write_json",

@@ -16,9 +16,10 @@ import them directly (``from tfbdl.ntk.empirical import compute_ntk``). The name
 
 from tfbdl.lazy import lazy_exports
 
-__all__ = ["EmpiricalNTKKernel"]
+__all__ = ["EmpiricalNTKKernel", "alignment_change", "eigenbasis_energies", "low_frequency_energy"]
 
-_LAZY = {"EmpiricalNTKKernel": "tfbdl.ntk.kernel"}
+_LAZY = {"EmpiricalNTKKernel": "tfbdl.ntk.kernel", "alignment_change": "tfbdl.ntk.spectral",
+         "eigenbasis_energies": "tfbdl.ntk.spectral", "low_frequency_energy": "tfbdl.ntk.spectral"}
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)
