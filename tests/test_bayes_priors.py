@@ -111,7 +111,7 @@ def test_a_wider_prior_gives_more_confident_draws():
 # ------------------------------------------------------------------ the experiment's perturbations
 
 def test_translation_shifts_every_image_by_at_most_twice_the_intensity():
-    from tfbdl.cli.bdl_priors import random_translation
+    from tfbdl.cli.bdl.priors_perturb import random_translation
 
     images = np.zeros((200, 28, 28, 1), dtype=np.uint8)
     images[:, 14, 14] = 255  # one bright pixel in the middle
@@ -129,7 +129,7 @@ def test_translation_shifts_every_image_by_at_most_twice_the_intensity():
 
 
 def test_perturbed_batch_outputs_are_regrouped_by_image_and_level():
-    from tfbdl.cli.bdl_priors import INTENSITIES, per_level_outputs
+    from tfbdl.cli.bdl.priors_perturb import INTENSITIES, per_level_outputs
 
     n, p, s, c = 3, 2, 4, 2
     blocks = 1 + p * len(INTENSITIES)

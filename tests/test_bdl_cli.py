@@ -110,7 +110,8 @@ def test_multiswag_members_in_shards_then_merged(shared_data_dir, tmp_path):
 
 def _test_labels(run_dir):
     """The test labels the run evaluated, loaded again the way the run loads them."""
-    from tfbdl.cli.bdl_generalization import MULTI_PRESETS, load_training_data
+    from tfbdl.cli.bdl.data import load_training_data
+    from tfbdl.cli.bdl.presets import MULTI_PRESETS
 
     config = json.loads((run_dir / "config.json").read_text())["config"]
     preset = MULTI_PRESETS["lenet5"]["tiny"].member

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from tfbdl.cli.bdl_generalization import (MULTI_PRESETS, PRESETS, prepare_images, prior_weight_decay,
-                                            split_validation, temperature_scaled)
+from tfbdl.cli.bdl.data import prepare_images, split_validation
+from tfbdl.cli.bdl.member import temperature_scaled
+from tfbdl.cli.bdl.presets import MULTI_PRESETS, PRESETS
 from tfbdl.errors import InvalidOptionError
+from tfbdl.train.weight_decay import weight_decay_for_prior
 
 
 def test_every_preset_collects_at_least_one_snapshot_and_paper_keeps_the_reference_schedule():
@@ -48,12 +50,13 @@ def test_validation_split_is_disjoint_seeded_and_of_the_asked_size():
         split_validation(x, y, 50, seed=0)
 
 
-def test_prior_weight_decay_is_the_gaussian_prior_per_example():
+def test_weight_decay_for_prior_is_the_gaussian_prior_per_example():
     w = np.random.default_rng(0).normal(size=100)
     n, v = 5000, 0.3
     # N * wd * |w|^2 must be -log N(w; 0, v I) up to its constant (its value at w = 0).
     log_prior = norm.logpdf(w, scale=math.sqrt(v)).sum() - norm.logpdf(np.zeros_like(w), scale=math.sqrt(v)).sum()
-    assert n * prior_weight_decay(v, n) * np.sum(w ** 2) == pytest.approx(-log_prior, rel=1e-12)
+    assert n * weight_decay_for_prior(v, n) * np.sum(w ** 2) == pytest.approx(-log_prior, rel=1e-12)
+    assert weight_decay_for_prior(0.1, 60000) == 1.0 / (2.0 * 0.1 * 60000)  # the formula the swag runs used
 
 
 def test_temperature_scaling_fits_on_validation_and_keeps_test_classes():
@@ -105,7 +108,7 @@ def test_snapshots_follow_the_reference_rule_for_every_preset():
 
 
 def test_the_multiswag_title_states_what_was_measured():
-    from tfbdl.cli.bdl_generalization import curve_title
+    from tfbdl.cli.bdl.swag_report import curve_title
 
     curves = {"sgd": [{"nll": 0.6}, {"nll": 0.5}], "swa": [{"nll": 0.4}, {"nll": 0.45}], "swag": [{"nll": 0.5}]}
     assert curve_title(curves).split("\n") == ["Deep ensembles falls (0.600 → 0.500)",
@@ -114,7 +117,7 @@ def test_the_multiswag_title_states_what_was_measured():
 
 
 def test_the_swag_summary_says_whether_the_claim_was_seen():
-    from tfbdl.cli.bdl_generalization import swag_verdict
+    from tfbdl.cli.bdl.swag_report import swag_verdict
 
     assert swag_verdict({"sgd": {"nll": 0.30}, "swag": {"nll": 0.25}}).startswith("As in the paper")
     assert "(0.3100 vs 0.3000)" in swag_verdict({"sgd": {"nll": 0.30}, "swag": {"nll": 0.31}})

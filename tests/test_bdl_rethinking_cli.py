@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfbdl.cli.bdl_rethinking import binary_labels, laplace_prior_precision, parse_classes, parse_fractions
+from tfbdl.cli.bdl.rethinking_data import binary_labels, parse_classes, parse_fractions
 from tfbdl.errors import InvalidOptionError
+from tfbdl.train.weight_decay import prior_precision
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,13 +101,14 @@ def test_laplace_prior_precision_is_what_the_trainer_weight_decay_means():
     from tfbdl.train.loop import Trainer
     from tfbdl.train.weight_decay import prior_variance
 
-    assert laplace_prior_precision(5e-4, 1000) == pytest.approx(1.0)
-    assert laplace_prior_precision(3e-4, 777) == pytest.approx(1 / prior_variance(3e-4, 777))
+    assert prior_precision(5e-4, 1000) == pytest.approx(1.0)
+    assert prior_precision(3e-4, 777) == pytest.approx(1 / prior_variance(3e-4, 777))
+    assert prior_precision(3e-4, 777) == 2.0 * 777 * 3e-4  # the precision the evidence runs used
     for bad in (0.0, -1e-4):
-        with pytest.raises(InvalidOptionError, match="weight decay must be > 0"):
-            laplace_prior_precision(bad, 100)
-    with pytest.raises(InvalidOptionError):
-        laplace_prior_precision(1e-4, 0)
+        with pytest.raises(InvalidOptionError, match="weight_decay must be a positive finite number"):
+            prior_precision(bad, 100)
+    with pytest.raises(InvalidOptionError, match="n_train must be an integer >= 1"):
+        prior_precision(1e-4, 0)
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((64, 4)).astype(np.float32)
@@ -115,7 +117,7 @@ def test_laplace_prior_precision_is_what_the_trainer_weight_decay_means():
     wd = 0.01
     trainer = Trainer(model, lambda: keras.optimizers.SGD(0.1), weight_decay=wd)
     trainer.fit((x, y), 3, seed=0, batch_size=16, verbose=False)
-    lam = laplace_prior_precision(wd, x.shape[0])
+    lam = prior_precision(wd, x.shape[0])
     posterior = diagonal_laplace(model, (x, y), lam)
     squares = sum(float(np.sum(np.asarray(v, np.float64) ** 2)) for v in model.trainable_variables)
     # N x (mean loss + wd |w|^2), the trainer's objective, is the negative log joint without constants.

@@ -61,13 +61,13 @@ def search_metrics() -> dict:  # convnet_gp.run_search
                                     "params_before": {}, "params_after": {}}}
 
 
-def swag_metrics(sgd: float, swag: float) -> dict:  # bdl_generalization.run_swag
+def swag_metrics(sgd: float, swag: float) -> dict:  # tfbdl.cli.bdl.swag.run_swag
     test = {"sgd": scores(sgd), "swa": scores((sgd + swag) / 2), "swag": scores(swag)}
     return {"test": test, "snapshots": 15, "n_train": 9000, "n_val": 1000, "n_test": 2000,
             "temperature": {k: 1.1 for k in test}, "test_temperature_scaled": test}
 
 
-def multiswag_metrics(ensembles, multiswag) -> dict:  # bdl_generalization.run_multiswag / _ensemble_curves
+def multiswag_metrics(ensembles, multiswag) -> dict:  # tfbdl.cli.bdl.multiswag.run_multiswag / ensemble_curves
     def curve(values):
         return [{"models": k, **scores(v)} for k, v in enumerate(values, 1)]
 
@@ -76,7 +76,7 @@ def multiswag_metrics(ensembles, multiswag) -> dict:  # bdl_generalization.run_m
     return {"curves": curves, "n_train": 4000, "n_test": 2000, "n_corrupt": 200, "corruptions": ["brightness"]}
 
 
-def rethinking_metrics(laplace, ova, binary) -> dict:  # bdl_rethinking.run_rethinking / _row
+def rethinking_metrics(laplace, ova, binary) -> dict:  # tfbdl.cli.bdl.rethinking.run_rethinking
     fractions = [0.0, 0.5, 1.0][:len(laplace)]
     rows = [{"fraction": f, "train_accuracy": 0.9, "test_accuracy": 0.5, "laplace_log_evidence_per_point": a,
              "ova_elbo_per_point": b, "binary_elbo_per_point": c, "ova_elbo_per_class": [b] * 10,
@@ -86,7 +86,7 @@ def rethinking_metrics(laplace, ova, binary) -> dict:  # bdl_rethinking.run_reth
             "classes": [0, 1], "laplace": "last_layer", "prior_precision": 1.0, "decreasing": {}}
 
 
-def regression_metrics(hmc: float, ensemble: float, vi: float) -> dict:  # bdl_regression._compute
+def regression_metrics(hmc: float, ensemble: float, vi: float) -> dict:  # tfbdl.cli.bdl.regression.run_regression_1d
     def method(ratio):
         return {"std": {"cluster": 0.1, "gap": 0.1 * ratio, "outside": 0.2}, "epistemic_std": {"cluster": 0.05},
                 "samples": 100, "gap_to_cluster_std": ratio, "test_loglik": 0.8, "test_rmse": 0.1,
@@ -97,14 +97,14 @@ def regression_metrics(hmc: float, ensemble: float, vi: float) -> dict:  # bdl_r
             "num_params": 261}
 
 
-def dwp_metrics(table: dict) -> dict:  # deep_weight_prior.run_pipeline: every stage's metrics.json
+def dwp_metrics(table: dict) -> dict:  # deep_weight_prior.pipeline.run_pipeline: every stage's metrics.json
     rows = [{"prior": prior, "examples": size, "accuracy_mean": value, "accuracy_std": 0.01,
              "accuracies": [value - 0.01, value + 0.01]} for (prior, size), value in table.items()]
     return {"source": {}, "kernels": {}, "vae": {}, "init": {},
             "bnn": {"table": rows, "runs": [], "n_test": 10000, "n_train_pool": 1000}}
 
 
-def linearized_metrics(accuracy: dict) -> dict:  # linearized.run_pipeline, train-ntk stage's _task_row
+def linearized_metrics(accuracy: dict) -> dict:  # linearized.pipeline.run_pipeline, stages.task_row
     tasks = [{"label_idx": k, "eigenvalue": 1.0 / (k + 1), "positive_fraction": 0.5, "linear_test_accuracy": a,
               "nonlinear_test_accuracy": a, "linear_train_accuracy": 1.0, "nonlinear_train_accuracy": 1.0,
               "init_max_abs_logit_difference": 0.0, "alignment_init": 0.1, "alignment_final": 0.2,
@@ -113,7 +113,7 @@ def linearized_metrics(accuracy: dict) -> dict:  # linearized.run_pipeline, trai
             "compute-nads": {}, "train-nads": {}, "pretrained-ntk-comparison": {}, "train-cifar2": {}}
 
 
-def feature_metrics(depth: int, accuracies, reference=None) -> dict:  # feature_amounts.run_sweep / result_row
+def feature_metrics(depth: int, accuracies, reference=None) -> dict:  # feature_amounts.sweep.run_sweep / training.result_row
     def row(i, accuracy, mean):
         return {"id": f"d{depth}-m{i}-s1-a0" if mean is not None else f"d{depth}-ref", "depth": depth,
                 "mean": mean, "scale": None if mean is None else 1.0, "skew": None if mean is None else 0.0,
@@ -128,7 +128,7 @@ def feature_metrics(depth: int, accuracies, reference=None) -> dict:  # feature_
     return {"variants": rows, "n_train": 2000, "n_val": 1000}
 
 
-def prior_metrics(same: float, different: float, translation) -> dict:  # bdl_priors.run_prior_correlations
+def prior_metrics(same: float, different: float, translation) -> dict:  # tfbdl.cli.bdl.priors.run_prior_correlations
     pairs = [[same if i == j else different for j in range(3)] for i in range(3)]
     matrix = [[1.0] * 6 for _ in range(6)]
     matrix[0] = [1.0, *translation]

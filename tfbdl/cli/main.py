@@ -29,15 +29,13 @@ def cli():
 
 
 def _register_commands() -> None:
-    # bdl_priors, bdl_regression, bdl_rethinking and convnet_gp_curve are imported only for their decorators, which
-    # add their commands to the bdl and convnet-gp groups.
     from tfbdl.cli import (  # noqa: F401
-        bdl_generalization, bdl_priors, bdl_regression, bdl_rethinking, convnet_gp, convnet_gp_curve, data_commands,
+        bdl, convnet_gp, data_commands,
         deep_weight_prior, feature_amounts, linearized, run_all)
 
     cli.add_command(data_commands.data)
     cli.add_command(convnet_gp.convnet_gp)
-    cli.add_command(bdl_generalization.bdl)
+    cli.add_command(bdl.bdl)
     cli.add_command(deep_weight_prior.dwp)
     cli.add_command(linearized.linearized)
     cli.add_command(feature_amounts.feature_amounts)

@@ -39,29 +39,29 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                "marginal-likelihood optimisation", "tfbdl.cli.convnet_gp:resolve_search_data"),
     Experiment("bdl-swag", ("bdl", "swag"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: SGD vs SWA vs SWAG",
-               "tfbdl.cli.bdl_generalization:resolve_data"),
+               "tfbdl.cli.bdl.swag:resolve_data"),
     Experiment("bdl-swag-preresnet20", ("bdl", "swag", "--model", "preresnet20"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: SGD vs SWA vs SWAG, "
-               "PreResNet20 on CIFAR-10", "tfbdl.cli.bdl_generalization:resolve_data", (("model", "preresnet20"),)),
+               "PreResNet20 on CIFAR-10", "tfbdl.cli.bdl.swag:resolve_data", (("model", "preresnet20"),)),
     Experiment("bdl-multiswag", ("bdl", "multiswag"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: deep ensembles vs "
-               "MultiSWA vs MultiSWAG", "tfbdl.cli.bdl_generalization:resolve_multiswag_data"),
+               "MultiSWA vs MultiSWAG", "tfbdl.cli.bdl.multiswag:resolve_data"),
     Experiment("bdl-multiswag-preresnet20", ("bdl", "multiswag", "--model", "preresnet20"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: deep ensembles vs "
                "MultiSWA vs MultiSWAG on CIFAR-10 and CIFAR-10-C, PreResNet20",
-               "tfbdl.cli.bdl_generalization:resolve_multiswag_data", (("model", "preresnet20"),)),
+               "tfbdl.cli.bdl.multiswag:resolve_data", (("model", "preresnet20"),)),
     Experiment("bdl-cifar-c", ("bdl", "make-cifar-c"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: CIFAR-10-C corruptions",
-               "tfbdl.cli.bdl_generalization:resolve_cifar_c_data"),
+               "tfbdl.cli.bdl.cifar_c:resolve_data"),
     Experiment("bdl-prior-correlations", ("bdl", "prior-correlations"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: prior correlations",
-               "tfbdl.cli.bdl_priors:resolve_data"),
+               "tfbdl.cli.bdl.priors:resolve_data"),
     Experiment("bdl-regression-1d", ("bdl", "regression-1d"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: HMC vs deep ensembles "
                "vs VI on 1-D regression", None),
     Experiment("bdl-rethinking-generalization", ("bdl", "rethinking-generalization"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: rethinking "
-               "generalization (corrupted labels)", "tfbdl.cli.bdl_rethinking:resolve_data"),
+               "generalization (corrupted labels)", "tfbdl.cli.bdl.rethinking:resolve_data"),
     Experiment("dwp", ("dwp", "run"),
                "The Deep Weight Prior: kernel bank, kernel VAEs, BNNs with standard-normal / log-uniform / DWP priors, "
                "DWP initialisation", "tfbdl.cli.deep_weight_prior:resolve_data"),

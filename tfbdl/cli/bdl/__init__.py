@@ -1,0 +1,13 @@
+"""``tfbdl bdl``: "Bayesian Deep Learning and a Probabilistic Perspective of Generalization"
+(Wilson & Izmailov 2020).
+
+One module per command (``swag``, ``multiswag``, ``cifar_c``, ``rethinking``, ``regression``,
+``priors``), each with its own data, fitting and report modules beside it; the presets of every
+experiment are in :mod:`tfbdl.cli.bdl.presets`. Importing this package adds every command to
+the :data:`bdl` group.
+"""
+
+from tfbdl.cli.bdl import cifar_c, multiswag, priors, regression, rethinking, swag  # noqa: F401  (registers them)
+from tfbdl.cli.bdl.group import bdl
+
+__all__ = ["bdl"]
