@@ -6,7 +6,8 @@ import pytest
 gpflow = pytest.importorskip("gpflow")
 
 from tfbdl.errors import InvalidOptionError  # noqa: E402
-from tfbdl.gp import OneVsAllSVGP, stratified_indices  # noqa: E402
+from tfbdl.data.subsets import round_robin_indices  # noqa: E402
+from tfbdl.gp import OneVsAllSVGP  # noqa: E402
 
 
 def blobs(n, seed):
@@ -58,13 +59,14 @@ def test_random_labels_can_be_memorised():
     assert np.mean(clf.predict(X) == y) > 0.6
 
 
-def test_stratified_indices_are_balanced_and_seeded():
+def test_inducing_indices_are_balanced_and_seeded():
+    """The inducing points are picked by round_robin_indices: classes in turn, short ones giving theirs away."""
     y = np.array([0] * 50 + [1] * 30 + [2] * 4)
-    idx = stratified_indices(y, 20, seed=3)
+    idx = round_robin_indices(y, 20, seed=3)
     assert np.bincount(y[idx]).tolist() == [8, 8, 4]
     assert np.unique(idx).size == 20
-    np.testing.assert_array_equal(idx, stratified_indices(y, 20, seed=3))
-    assert stratified_indices(y, 1000, seed=0).size == y.size
+    np.testing.assert_array_equal(idx, round_robin_indices(y, 20, seed=3))
+    assert round_robin_indices(y, 1000, seed=0).size == y.size
 
 
 def test_errors_before_fit_and_bad_labels():

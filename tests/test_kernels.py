@@ -11,7 +11,7 @@ gpflow = pytest.importorskip("gpflow")
 from tests import kernel_reference as ref  # noqa: E402
 from tfbdl.errors import InvalidOptionError, ShapeError  # noqa: E402
 from tfbdl.kernels import (  # noqa: E402
-    Conv2d, ConvNetKernel, Erf, Readout, ReLU, ResidualBlock, Sequential, Sum, paper_kernel, paper_network,
+    BranchSum, Conv2d, ConvNetKernel, Erf, Readout, ReLU, ResidualBlock, Sequential, paper_kernel, paper_network,
 )
 
 
@@ -132,8 +132,8 @@ ARCHITECTURES = {
                                            Readout()),
     "residual-even": lambda: Sequential(Conv2d(2, var_weight=2.0, var_bias=0.5),
                                         ResidualBlock(ReLU(), Conv2d(4, var_weight=2.0)), ReLU(), Readout()),
-    "branches": lambda: Sequential(Conv2d(3), Sum(Conv2d(1, stride=2), Sequential(Conv2d(3, stride=2), ReLU(),
-                                                                                  Conv2d(3))), ReLU(), Readout()),
+    "branches": lambda: Sequential(Conv2d(3), BranchSum(Conv2d(1, stride=2), Sequential(Conv2d(3, stride=2), ReLU(),
+                                                                                        Conv2d(3))), ReLU(), Readout()),
 }
 
 

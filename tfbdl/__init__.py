@@ -13,4 +13,4 @@ from tfbdl.errors import (  # noqa: E402  (re-exported for users)
     TfbdlError,
 )
 
-__all__ = ["__version__", "TfbdlError", "DatasetNotFound", "ChecksumError", "DataFormatError"]
+__all__ = ["ChecksumError", "DataFormatError", "DatasetNotFound", "TfbdlError", "__version__"]

@@ -2,7 +2,20 @@
 
 Every one derives from :class:`TfbdlError`; the command line prints its message on one line
 and exits non-zero without a traceback, so each message must say what to do next.
+:class:`JitterWarning` is the one warning: a matrix needed jitter to be factorised.
 """
+
+__all__ = [
+    "ChecksumError",
+    "DataFormatError",
+    "DatasetNotFound",
+    "InvalidOptionError",
+    "JitterWarning",
+    "RunDirectoryError",
+    "ShapeError",
+    "TfbdlError",
+    "UnsafePickleError",
+]
 
 
 class TfbdlError(Exception):
@@ -35,3 +48,7 @@ class RunDirectoryError(TfbdlError):
 
 class ShapeError(TfbdlError, ValueError):
     """Arrays given together do not have matching or expected shapes."""
+
+
+class JitterWarning(UserWarning):
+    """Jitter had to be added to a matrix's diagonal before its Cholesky factorisation succeeded."""

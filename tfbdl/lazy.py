@@ -12,6 +12,8 @@ import sys
 import types
 from typing import Callable, Mapping
 
+__all__ = ["lazy_exports"]
+
 
 class _LazyPackage(types.ModuleType):
     """A package whose exported names win over its submodules of the same name.

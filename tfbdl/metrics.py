@@ -3,7 +3,8 @@
 Every function takes ``probs`` float [N, K] (each row a distribution over K classes) and
 integer ``labels`` [N] with values in [0, K), checks the shapes and raises
 :class:`tfbdl.errors.ShapeError` when they do not fit, and returns plain Python floats, so
-results go straight into ``metrics.json`` / ``metrics.csv``.
+results go straight into ``metrics.json`` / ``metrics.csv``. The shapes are declared with
+:func:`tfbdl.shapes.declare_shapes`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from tfbdl.errors import ShapeError
+from tfbdl.shapes import declare_shapes
 
 __all__ = [
     "ReliabilityBins",
@@ -63,12 +65,14 @@ def _check(probs, labels) -> tuple[np.ndarray, np.ndarray]:
     return probs.astype(np.float64, copy=False), labels.astype(np.int64, copy=False)
 
 
+@declare_shapes("probs: [N, K]", "labels: [N]", "return: []")
 def accuracy(probs, labels) -> float:
     """Fraction of the N examples whose argmax class equals the label. probs [N, K], labels [N]."""
     probs, labels = _check(probs, labels)
     return float(np.mean(np.argmax(probs, axis=1) == labels))
 
 
+@declare_shapes("probs: [N, K]", "labels: [N]", "return: []")
 def nll(probs, labels, eps: float = 1e-12) -> float:
     """Mean negative log-likelihood, mean_n -log max(p[n, labels[n]], eps).
 
@@ -80,6 +84,7 @@ def nll(probs, labels, eps: float = 1e-12) -> float:
     return float(np.mean(-np.log(np.maximum(p, eps))))
 
 
+@declare_shapes("probs: [N, K]", "labels: [N]", "return: []")
 def brier(probs, labels) -> float:
     """Brier score: mean over examples of the sum over classes of (p_k - onehot_k)^2.
 
@@ -110,6 +115,7 @@ def _check_bins(n_bins) -> int:
     return int(n_bins)
 
 
+@declare_shapes("probs: [N, K]", "labels: [N]")
 def reliability_bins(probs, labels, n_bins: int = 15) -> ReliabilityBins:
     """Bin examples by confidence (max prob) into n_bins equal-width bins over [0, 1].
 
@@ -133,6 +139,7 @@ def reliability_bins(probs, labels, n_bins: int = 15) -> ReliabilityBins:
     return ReliabilityBins(counts, mean_conf, mean_acc, edges)
 
 
+@declare_shapes("probs: [N, K]", "labels: [N]", "return: []")
 def ece(probs, labels, n_bins: int = 15) -> float:
     """Expected calibration error: sum over bins of (n_bin / N) * |acc_bin - conf_bin|.
 
@@ -144,6 +151,7 @@ def ece(probs, labels, n_bins: int = 15) -> float:
     return float(np.sum(weights * np.abs(bins.accuracy[filled] - bins.confidence[filled])))
 
 
+@declare_shapes("probs: [N, K]", "labels: [N]")
 def classification_metrics(probs, labels) -> dict:
     """All scalar metrics at once: {"accuracy", "nll", "brier", "ece"} as floats."""
     probs, labels = _check(probs, labels)
@@ -155,6 +163,7 @@ def classification_metrics(probs, labels) -> dict:
     }
 
 
+@declare_shapes("prob_list: [M, N, K]", "return: [N, K]")
 def ensemble_probs(prob_list: Sequence | np.ndarray) -> np.ndarray:
     """Average member predictive probabilities: [M, N, K] (or M arrays [N, K]) -> [N, K].
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = ["bar_chart", "class_sample_grid", "pyplot", "save_figure"]
+
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (no display needed), imported on first use."""

@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
+__all__ = ["LineProgress", "progress"]
+
 
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tfbdl.errors import InvalidOptionError, RunDirectoryError, ShapeError
+from tfbdl.seeding import derive_seed
 from tfbdl.validate import integer, positive_number
 
 __all__ = ["DeepEnsemble", "RegressionPredictive", "average_probabilities", "fit_regression_member",
@@ -36,11 +37,18 @@ __all__ = ["DeepEnsemble", "RegressionPredictive", "average_probabilities", "fit
 
 _FORMAT = 1
 
+#: Stream key of the members' seeds.
+_MEMBER_STREAM = 0xE45E
+
 
 def member_seed(base_seed: int, index: int) -> int:
-    """A 31-bit seed for member ``index`` of an ensemble seeded ``base_seed`` (distinct per member)."""
+    """A 31-bit seed for member ``index`` of an ensemble seeded ``base_seed`` (distinct per member).
+
+    The top 31 bits of the 32-bit word (not the low 31 of :func:`~tfbdl.seeding.derive_seed`), as
+    the ensembles trained so far were seeded: their saved members and reported results stay valid.
+    """
     base_seed, index = integer(base_seed, "seed", 0), integer(index, "member index", 0)
-    return int(np.random.SeedSequence([base_seed, index, 0xE45E]).generate_state(1, np.uint32)[0] >> 1)
+    return derive_seed(base_seed, index, _MEMBER_STREAM, bits=32) >> 1
 
 
 # --------------------------------------------------------------------------- predictives

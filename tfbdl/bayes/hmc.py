@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -26,15 +25,16 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.seeding import stateless_seed
 from tfbdl.validate import integer, positive_number
 
 __all__ = ["BNNLogDensity", "HMCResult", "bnn_log_prob", "hmc_sample", "predict_bnn"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
-
-
-
+#: Stream keys of the chains' transitions and of the draws from the prior.
+_CHAIN_STREAM = 0x4D43
+_PRIOR_STREAM = 0x424E
 
 
 # --------------------------------------------------------------------------- HMC
@@ -95,8 +95,7 @@ def hmc_sample(target_log_prob_fn, init_state, num_results: int = 1000, num_burn
     step_size = positive_number(step_size, "step_size")
     if not 0.0 < float(target_accept_prob) < 1.0:
         raise InvalidOptionError(f"target_accept_prob must be in (0, 1), got {target_accept_prob!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise InvalidOptionError(f"seed must be an integer, got {seed!r}")
+    seed = integer(seed, "seed", None)
     is_list = isinstance(init_state, (list, tuple))
     parts = [tf.convert_to_tensor(s) for s in (init_state if is_list else [init_state])]
     parts = [p if p.dtype.is_floating else tf.cast(p, tf.float32) for p in parts]
@@ -128,17 +127,17 @@ def hmc_sample(target_log_prob_fn, init_state, num_results: int = 1000, num_burn
         return inner.is_accepted, inner.accepted_results.target_log_prob, step
 
     @tf.function(autograph=False, jit_compile=jit_compile)
-    def run(state, stateless_seed):
+    def run(state, seed_pair):
         return tfp.mcmc.sample_chain(num_results=num_results, current_state=state, kernel=kernel,
                                      num_burnin_steps=num_burnin, num_steps_between_results=thinning - 1,
-                                     trace_fn=trace_fn, seed=stateless_seed)
+                                     trace_fn=trace_fn, seed=seed_pair)
 
     lp0 = log_prob(*parts)
     if tuple(lp0.shape) != (chains,):
         raise ShapeError(f"target_log_prob_fn must return one value per chain, shape ({chains},); got {tuple(lp0.shape)}")
     if not np.isfinite(lp0.numpy()).all():
         raise InvalidOptionError("the target log density is not finite at init_state; start inside its support")
-    samples, (accepted, target_lp, step_sizes) = run(parts, tf.constant([int(seed) % (2 ** 31), 0x4D43], tf.int32))
+    samples, (accepted, target_lp, step_sizes) = run(parts, stateless_seed(seed, _CHAIN_STREAM))
     accepted = accepted.numpy().astype(np.float64)
     out = [s.numpy() for s in samples]
     final_step = step_sizes[-1]
@@ -297,7 +296,7 @@ class BNNLogDensity:
     def sample_prior(self, seed: int = 0, num_samples: int | None = None) -> tf.Tensor:
         """Flat weights from the prior: ``[D]`` or ``[num_samples, D]`` (stateless, seeded)."""
         shape = [self.num_params] if num_samples is None else [integer(num_samples, "num_samples", 1), self.num_params]
-        return self.prior_scale * tf.random.stateless_normal(shape, seed=[int(seed), 0x424E], dtype=self.dtype)
+        return self.prior_scale * tf.random.stateless_normal(shape, stateless_seed(seed, _PRIOR_STREAM), dtype=self.dtype)
 
 
 def bnn_log_prob(mlp_layer_sizes, x, y, prior_scale: float = 1.0, noise_scale: float = 0.1,

@@ -37,17 +37,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
-import warnings
 
 import numpy as np
 import scipy.linalg
 
-from tfbdl.errors import InvalidOptionError, ShapeError, TfbdlError
+from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.gp.cholesky import NotPositiveDefiniteError, cholesky_inplace
+from tfbdl.shapes import declare_shapes
+from tfbdl.validate import positive_int, positive_number
 
 __all__ = [
     "HessianNotPositiveDefiniteError",
-    "JitterWarning",
     "KerasLaplace",
     "LaplacePosterior",
     "Likelihood",
@@ -59,27 +59,8 @@ __all__ = [
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
-class HessianNotPositiveDefiniteError(TfbdlError):
+class HessianNotPositiveDefiniteError(NotPositiveDefiniteError):
     """The Laplace precision (Hessian of the negative log joint) is not positive definite."""
-
-
-class JitterWarning(UserWarning):
-    """Jitter was added to the Laplace precision before its Cholesky factorisation succeeded."""
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise InvalidOptionError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidOptionError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------- structure
@@ -120,11 +101,15 @@ class _Structure:
 # --------------------------------------------------------------------------- Cholesky
 
 
-def _cholesky_with_jitter(H: np.ndarray, max_tries: int = 6) -> tuple[np.ndarray, float]:
-    """Lower Cholesky factor of a symmetric ``H`` and the jitter added to its diagonal (0.0 if none).
+_MAX_JITTER_TRIES = 6
+
+
+def _precision_cholesky(H: np.ndarray) -> tuple[np.ndarray, float]:
+    """Lower Cholesky factor of a symmetric ``H [d, d]`` and the jitter added to its diagonal (0.0 if
+    none), by :func:`tfbdl.gp.cholesky.cholesky_inplace` on a copy (H is kept).
 
     Jitter starts at ``1e-10 * mean(diag H)`` and grows tenfold per try; a success after jitter
-    emits a :class:`JitterWarning` with the amount.
+    emits a :class:`~tfbdl.errors.JitterWarning` with the amount.
     """
     diag = np.diagonal(H)
     mean_diag = float(np.mean(diag))
@@ -137,27 +122,15 @@ def _cholesky_with_jitter(H: np.ndarray, max_tries: int = 6) -> tuple[np.ndarray
             f"the Laplace precision has a non-positive diagonal entry (min {diag.min():.3g}); "
             "the weights are not at a minimum of the negative log joint, or the prior precision "
             "is zero: train to convergence or raise prior_precision")
-    added = 0.0
-    for attempt in range(max_tries + 1):
-        if attempt > 0:
-            added = 1e-10 * mean_diag * 10.0 ** (attempt - 1)
-        try:
-            L = scipy.linalg.cholesky(H + added * np.eye(H.shape[0]) if added else H, lower=True)
-            break
-        except np.linalg.LinAlgError:
-            continue
-    else:
+    try:
+        return cholesky_inplace(H, max_tries=_MAX_JITTER_TRIES, overwrite=False, name="Laplace precision")
+    except NotPositiveDefiniteError:
+        added = 1e-10 * mean_diag * 10.0 ** (_MAX_JITTER_TRIES - 1)
         raise HessianNotPositiveDefiniteError(
             f"the {H.shape[0]}x{H.shape[0]} Laplace precision is not positive definite even with "
             f"jitter {added:.3g} ({added / mean_diag:.0e} x mean diagonal): the weights are not at "
             "a minimum, or the Hessian is indefinite; use a Gauss-Newton / Fisher curvature, "
-            "train to convergence, or raise the prior precision")
-    if added:
-        warnings.warn(JitterWarning(
-            f"added jitter {added:.3g} ({added / mean_diag:.0e} x mean diagonal {mean_diag:.3g}) to "
-            f"the diagonal of the {H.shape[0]}x{H.shape[0]} Laplace precision before its Cholesky "
-            "factorisation succeeded"), stacklevel=3)
-    return L, added
+            "train to convergence, or raise the prior precision") from None
 
 
 # --------------------------------------------------------------------------- functional core
@@ -206,7 +179,7 @@ class LaplacePosterior:
                                  f"{asym:.2e}); pass the Hessian of a scalar function")
             H = 0.5 * (H + H.T)
             self._diag = None
-            self._chol, self.jitter = _cholesky_with_jitter(H)
+            self._chol, self.jitter = _precision_cholesky(H)
             self._log_det = float(2.0 * np.sum(np.log(np.diagonal(self._chol))))
         else:
             raise ShapeError(f"the Hessian must have shape [{d}, {d}] (full) or [{d}] (its diagonal) for "
@@ -294,7 +267,7 @@ class LaplacePosterior:
     # -- sampling
     def sample_flat(self, seed=None, num_samples: int | None = None) -> np.ndarray:
         """Samples as flat vectors: ``[d]`` or ``[num_samples, d]``."""
-        n = 1 if num_samples is None else _positive_int(num_samples, "num_samples")
+        n = 1 if num_samples is None else positive_int(num_samples, "num_samples")
         rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         z = rng.standard_normal((n, self.dim))
         if self.is_diagonal:
@@ -357,7 +330,7 @@ class Likelihood:
     def __post_init__(self):
         if self.kind not in ("categorical", "gaussian"):
             raise InvalidOptionError(f"likelihood must be 'categorical' or 'gaussian', got {self.kind!r}")
-        _positive_float(self.noise_scale, "noise_scale")
+        positive_number(self.noise_scale, "noise_scale")
 
     @classmethod
     def make(cls, likelihood, noise_scale: float = 1.0) -> "Likelihood":
@@ -378,6 +351,7 @@ class Likelihood:
         y = tf.cast(y, tf.float64)
         return tf.reshape(y, tf.shape(f))
 
+    @declare_shapes("y: [n, ...]", "f: [n, K]", "return: [n]")
     def nll(self, y, f):
         """Per-example negative log-likelihood ``[n]`` (float64) of targets ``y`` given outputs ``f``."""
         import tensorflow as tf
@@ -390,6 +364,7 @@ class Likelihood:
         k = tf.cast(tf.shape(f)[-1], tf.float64)
         return 0.5 * tf.reduce_sum(tf.square((t - f) / s), axis=-1) + k * (math.log(s) + 0.5 * _LOG_2PI)
 
+    @declare_shapes("y: [n, ...]", "f: [n, K]", "return: [n, K, M]")
     def curvature_factor(self, y, f, curvature: str):
         """``B [n, K, M]`` with ``B_n B_n^T`` the per-example curvature in output space.
 
@@ -415,6 +390,7 @@ class Likelihood:
             g = (f - t) / self.noise_scale ** 2
         return g[:, :, None]
 
+    @declare_shapes("f: [n, K]", "return: [n, K]")
     def link(self, f):
         """Outputs -> the predictive quantity averaged over weight samples (softmax or identity)."""
         import tensorflow as tf
@@ -509,7 +485,7 @@ class KerasLaplace:
         self.theta_map = [np.array(t, dtype=np.float64) for t in theta_map]
         self.curvature = curvature
         self.nll = float(nll)
-        self.prior_precision = _positive_float(prior_precision, "prior_precision")
+        self.prior_precision = positive_number(prior_precision, "prior_precision")
         self.likelihood = likelihood
         self.variable_indices = list(variable_indices)
         self.variable_paths = list(variable_paths)
@@ -558,12 +534,13 @@ class KerasLaplace:
         """
         return self.posterior.sample(seed, num_samples)
 
+    @declare_shapes("x: [n, ...]", "return: [S, n, K]")
     def sample_outputs(self, model, x, num_samples: int = 32, seed=None, batch_size: int | None = None) -> np.ndarray:
         """``link(model(x))`` under ``num_samples`` posterior weight draws: ``[num_samples, n, K]``."""
         import tensorflow as tf
 
         _check_model(model)
-        num_samples = _positive_int(num_samples, "num_samples")
+        num_samples = positive_int(num_samples, "num_samples")
         trainable = model.trainable_variables
         for i, t, path in zip(self.variable_indices, self.theta_map, self.variable_paths):
             if i >= len(trainable) or tuple(trainable[i].shape) != t.shape:
@@ -581,7 +558,7 @@ class KerasLaplace:
 
         x = np.asarray(x) if not isinstance(x, tf.Tensor) else x
         n = int(x.shape[0])
-        step = n if batch_size is None else _positive_int(batch_size, "batch_size")
+        step = n if batch_size is None else positive_int(batch_size, "batch_size")
         outs = []
         for s in range(num_samples):
             values = list(base)
@@ -591,6 +568,7 @@ class KerasLaplace:
             outs.append(np.concatenate(chunks, axis=0))
         return np.stack(outs)
 
+    @declare_shapes("x: [n, ...]", "return: [n, K]")
     def predict(self, model, x, num_samples: int = 32, seed=None, batch_size: int | None = None) -> np.ndarray:
         """Bayesian model average over ``num_samples`` weight draws: ``[n, K]``.
 
@@ -638,9 +616,9 @@ def diagonal_laplace(model, data, prior_precision: float, *, likelihood="categor
 
     _check_model(model)
     lik = Likelihood.make(likelihood, noise_scale)
-    lam = _positive_float(prior_precision, "prior_precision")
+    lam = positive_number(prior_precision, "prior_precision")
     curvature = _curvature_name(hessian)
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     variables = list(model.trainable_variables if variables is None else variables)
     indices = _variable_indices(model, variables)
 
@@ -729,9 +707,9 @@ def last_layer_laplace(model, data, prior_precision: float, *, likelihood="categ
 
     _check_model(model)
     lik = Likelihood.make(likelihood, noise_scale)
-    lam = _positive_float(prior_precision, "prior_precision")
+    lam = positive_number(prior_precision, "prior_precision")
     curvature = _curvature_name(hessian)
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     layer = _last_dense(model, layer)
     variables = [layer.kernel] + ([layer.bias] if layer.use_bias else [])
     indices = _variable_indices(model, variables)

@@ -40,9 +40,9 @@ class PointPredictive:
         self.batch_size = integer(batch_size, "batch_size", 1)
 
     def predict(self, x, num_samples: int = 1) -> np.ndarray:
-        from tfbdl.bayes.swag import _softmax_in_batches
+        from tfbdl.nn.utils import softmax_in_batches
 
-        return _softmax_in_batches(self.model, x, self.batch_size)
+        return softmax_in_batches(self.model, x, self.batch_size)
 
 
 class SWAGPredictive:

@@ -16,6 +16,9 @@ from scipy.special import log_softmax
 from tfbdl.errors import InvalidOptionError, ShapeError
 from tfbdl.nn.utils import cached_function
 
+__all__ = ["class_pair_correlations", "level_correlations", "output_correlations", "prior_outputs",
+           "softmax_entropies"]
+
 
 def prior_outputs(model, x, *, alpha: float, num_samples: int, seed: int, batch_size: int = 512) -> np.ndarray:
     """Outputs [S, N, C] of ``model`` on ``x`` for S weight draws from N(0, alpha^2 I).

@@ -40,10 +40,6 @@ from tfbdl.validate import integer, positive_number
 __all__ = ["PolynomialDecay", "SGLD", "SGLDResult", "polynomial_decay", "sgld_sample"]
 
 
-
-
-
-
 @dataclasses.dataclass(frozen=True)
 class PolynomialDecay:
     """Step size ``a * (b + t) ** -gamma`` at step ``t = 0, 1, ...`` (Welling & Teh 2011)."""
@@ -168,8 +164,7 @@ def sgld_sample(log_prob_fn, init_params, data_size: int, batches=None, num_step
     temperature = positive_number(temperature, "temperature")
     if burn_in >= num_steps:
         raise InvalidOptionError(f"burn_in ({burn_in}) must be smaller than num_steps ({num_steps})")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise InvalidOptionError(f"seed must be an integer, got {seed!r}")
+    seed = integer(seed, "seed", None)
     schedule = _schedule(step_size_schedule, data_size)
     single = not isinstance(init_params, (list, tuple))
     inits = [init_params] if single else list(init_params)

@@ -22,6 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.nn.utils import softmax_in_batches
+
+__all__ = ["SWAG", "SWAGCallback", "SWAGCollector", "VAR_CLAMP", "assign_flat", "flatten", "predict_swag",
+           "refresh_batch_norm"]
 
 VAR_CLAMP = 1e-30  # the smallest variance kept (as the original SWAG code)
 
@@ -267,7 +271,7 @@ def predict_swag(model, posteriors, x, *, samples_per_model: int, seed: int, sca
                                         diagonal_only=diagonal_only)
                 if bn_batches is not None:
                     refresh_batch_norm(model, bn_batches())
-                probs = _softmax_in_batches(model, x, batch_size)
+                probs = softmax_in_batches(model, x, batch_size)
                 total = probs if total is None else total + probs
     finally:
         for v, value in zip(model.trainable_variables, original):
@@ -282,16 +286,6 @@ def _bn_layers(model):
     from tfbdl.nn import batch_norm_layers
 
     return batch_norm_layers(model)
-
-
-def _softmax_in_batches(model, x, batch_size: int) -> np.ndarray:
-    """Softmax of ``model(x)`` in inference mode, [N, C] float64, through one compiled forward pass."""
-    from tfbdl.nn.utils import cached_function
-
-    forward = cached_function(model, "_tfbdl_softmax",
-                              lambda xb: tf.nn.softmax(model(xb, training=False), axis=-1))
-    outputs = [forward(tf.convert_to_tensor(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
-    return np.concatenate(outputs, axis=0).astype(np.float64)
 
 
 def _collect_rule(start_epoch, every_steps) -> tuple[int, int | None]:

@@ -10,6 +10,8 @@ from scipy.special import log_softmax
 
 from tfbdl.errors import ShapeError
 
+__all__ = ["apply_temperature", "fit_temperature", "probabilities_to_logits", "scaled_nll"]
+
 
 def _check(logits, labels) -> tuple[np.ndarray, np.ndarray]:
     logits = np.asarray(logits, dtype=np.float64)

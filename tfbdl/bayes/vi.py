@@ -32,27 +32,20 @@ import tensorflow_probability as tfp
 
 from tfbdl.bayes.hmc import BNNLogDensity, bnn_log_prob, predict_bnn
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.seeding import stateless_seed
+from tfbdl.validate import integer, positive_number
 
 tfd = tfp.distributions
 tfb = tfp.bijectors
 
-__all__ = ["MeanFieldVIResult", "bnn_mean_field_vi", "fit_mean_field_vi", "mean_field_surrogate",
-           "predictive_samples"]
+__all__ = ["DEFAULT_INIT_SCALE", "MeanFieldVIResult", "bnn_mean_field_vi", "fit_mean_field_vi",
+           "mean_field_surrogate", "predictive_samples"]
+
+#: Stream key of the Monte Carlo draws of a fit and of the surrogate's samples.
+_DRAWS_STREAM = 0x5649
 
 #: Initial surrogate scale of the reference (``init_inv_softplus_sigma = -3``).
 DEFAULT_INIT_SCALE = math.log1p(math.exp(-3.0))
-
-
-def _positive_float(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise InvalidOptionError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InvalidOptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def _factor(loc, init_scale: float, name: str) -> tfd.Distribution:
@@ -78,7 +71,7 @@ def mean_field_surrogate(init_loc, init_scale: float = DEFAULT_INIT_SCALE, name:
         ``tfd.Independent(tfd.Normal)`` for one array; ``tfd.JointDistributionSequential`` of those
         for a list. Its ``trainable_variables`` are the locations and pre-softplus scales.
     """
-    init_scale = _positive_float(init_scale, "init_scale")
+    init_scale = positive_number(init_scale, "init_scale")
     if isinstance(init_loc, (list, tuple)):
         if not init_loc:
             raise ShapeError("init_loc must be an array or a non-empty list of arrays")
@@ -152,14 +145,12 @@ class MeanFieldVIResult:
 
     def sample(self, num_samples: int, seed: int = 0):
         """Draws from the surrogate (stateless, seeded): ``[num_samples, ...]`` per part."""
-        draws = self.surrogate.sample(_int(num_samples, "num_samples", 1), seed=_stateless_seed(seed))
+        draws = self.surrogate.sample(integer(num_samples, "num_samples", 1), seed=_stateless_seed(seed))
         return [d.numpy() for d in draws] if isinstance(draws, (list, tuple)) else draws.numpy()
 
 
 def _stateless_seed(seed) -> tf.Tensor:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise InvalidOptionError(f"seed must be an integer, got {seed!r}")
-    return tf.constant([int(seed) % (2 ** 31), 0x5649], tf.int32)
+    return stateless_seed(integer(seed, "seed", None), _DRAWS_STREAM)
 
 
 def fit_mean_field_vi(target_log_prob_fn, init_loc, num_steps: int = 1000, learning_rate=1e-2,
@@ -186,12 +177,12 @@ def fit_mean_field_vi(target_log_prob_fn, init_loc, num_steps: int = 1000, learn
     """
     import keras
 
-    num_steps = _int(num_steps, "num_steps", 1)
-    sample_size = _int(sample_size, "sample_size", 1)
+    num_steps = integer(num_steps, "num_steps", 1)
+    sample_size = integer(sample_size, "sample_size", 1)
     surrogate = mean_field_surrogate(init_loc, init_scale)
     if optimizer is None:
         if isinstance(learning_rate, numbers.Real):
-            learning_rate = _positive_float(learning_rate, "learning_rate")
+            learning_rate = positive_number(learning_rate, "learning_rate")
         optimizer = keras.optimizers.Adam(learning_rate)
     is_list = isinstance(surrogate, tfd.JointDistributionSequential)
     target = (lambda *parts: target_log_prob_fn(*parts)) if is_list else target_log_prob_fn
@@ -246,7 +237,7 @@ def predictive_samples(surrogate, x, num_samples: int = 100, seed: int = 0, mlp_
         surrogate = surrogate.surrogate
     if sizes is None:
         raise InvalidOptionError("predictive_samples needs mlp_layer_sizes (or a result of bnn_mean_field_vi)")
-    draws = surrogate.sample(_int(num_samples, "num_samples", 1), seed=_stateless_seed(seed))
+    draws = surrogate.sample(integer(num_samples, "num_samples", 1), seed=_stateless_seed(seed))
     if isinstance(draws, (list, tuple)):
         draws = [d.numpy() for d in draws]
     else:

@@ -7,5 +7,5 @@ The public loading API is importable from here without importing TensorFlow:
 from tfbdl.data.datasets import DATASETS, fetch, get_spec, is_available, load_dataset, locate
 from tfbdl.data.sources import EMBEDDED, SCALES, LoadedData, load_embedded, load_for_run
 
-__all__ = ["DATASETS", "EMBEDDED", "SCALES", "LoadedData", "fetch", "get_spec", "is_available",
-           "load_dataset", "load_embedded", "load_for_run", "locate"]
+__all__ = ["DATASETS", "EMBEDDED", "LoadedData", "SCALES", "fetch", "get_spec", "is_available", "load_dataset",
+           "load_embedded", "load_for_run", "locate"]

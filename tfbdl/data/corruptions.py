@@ -165,6 +165,7 @@ import numpy as np
 from scipy import ndimage
 
 from tfbdl.errors import DataFormatError, DatasetNotFound, InvalidOptionError, ShapeError
+from tfbdl.validate import integer
 
 __all__ = [
     "CHUNK",
@@ -172,12 +173,9 @@ __all__ = [
     "FROST_DIR_ENV",
     "FROST_FILES",
     "SEVERITIES",
-    "corrupt",
-    "images_fingerprint",
-    "make_corrupted_set",
-    "line_kernel",
     "brightness",
     "contrast",
+    "corrupt",
     "defocus_blur",
     "elastic_transform",
     "fog",
@@ -185,8 +183,12 @@ __all__ = [
     "gaussian_blur",
     "gaussian_noise",
     "glass_blur",
+    "images_fingerprint",
     "impulse_noise",
+    "informative_corruptions",
     "jpeg_compression",
+    "line_kernel",
+    "make_corrupted_set",
     "motion_blur",
     "pixelate",
     "saturate",
@@ -242,12 +244,6 @@ def _check_name(name) -> str:
     if name not in CORRUPTIONS:
         raise InvalidOptionError(f"unknown corruption {name!r}; choose one of: {', '.join(CORRUPTIONS)}")
     return name
-
-
-def _check_seed(seed) -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise InvalidOptionError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
 
 
 def _corruption(func):
@@ -992,7 +988,7 @@ def corrupt(images, name: str, severity: int, seed: int = 0, *, texture_dir=None
     """
     name = _check_name(name)
     severity = _check_severity(severity)
-    seed = _check_seed(seed)
+    seed = integer(seed, "seed", 0)
     images = _check_images(images)
     if images.shape[0] == 0:
         return images.copy()
@@ -1077,7 +1073,7 @@ def make_corrupted_set(images, labels, out_dir, names: Iterable[str] | None = No
     severities = [_check_severity(s) for s in severities]
     if not severities or len(set(severities)) != len(severities):
         raise InvalidOptionError(f"severities must be distinct values in 1..5, got {severities}")
-    seed = _check_seed(seed)
+    seed = integer(seed, "seed", 0)
     if "frost" in names:
         _frost_dir(texture_dir)
     out_dir = pathlib.Path(out_dir)

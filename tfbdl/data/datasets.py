@@ -18,6 +18,21 @@ from tfbdl.data.files import RemoteFile
 from tfbdl.data.formats import cifar, idx, notmnist
 from tfbdl.errors import DataFormatError, DatasetNotFound, InvalidOptionError
 
+__all__ = [
+    "DATASETS",
+    "DatasetSpec",
+    "SEEDED_SPLIT_SEED",
+    "SEEDED_SPLIT_TEST_FRACTION",
+    "fetch",
+    "get_spec",
+    "is_available",
+    "is_downloadable",
+    "load_dataset",
+    "locate",
+    "register",
+    "seeded_split",
+]
+
 # Datasets without an official split get a fixed, stratified, seeded one.
 SEEDED_SPLIT_SEED = 0
 SEEDED_SPLIT_TEST_FRACTION = 0.2

@@ -31,6 +31,29 @@ from pathlib import Path
 from tfbdl.errors import ChecksumError, DatasetNotFound
 from tfbdl.io import fsync_dir
 
+__all__ = [
+    "CACHE_DIR",
+    "DATA_DIR_ENV",
+    "DOWNLOAD_TIMEOUT",
+    "DownloadFailed",
+    "FALLBACK_TIMEOUT",
+    "MAX_UNKNOWN_CONTENT",
+    "OFFLINE_ENV",
+    "RemoteFile",
+    "content_limit",
+    "download",
+    "download_root",
+    "find_file",
+    "is_gzip",
+    "missing_message",
+    "offline",
+    "open_url",
+    "read_content",
+    "read_limited",
+    "search_roots",
+    "verify_content",
+]
+
 DATA_DIR_ENV = "TFBDL_DATA_DIR"
 OFFLINE_ENV = "TFBDL_OFFLINE"
 CACHE_DIR = Path("~/.cache/tfbdl/datasets")

@@ -13,15 +13,12 @@ import zipfile
 import numpy as np
 
 from tfbdl.errors import DataFormatError, DatasetNotFound, InvalidOptionError, ShapeError
+from tfbdl.validate import integer, probability
 
-__all__ = ["corrupt_labels", "save_labels", "load_labels"]
+# The name tfbdl.data.subsets imports; the check is tfbdl.validate.integer.
+check_int = integer
 
-
-def check_int(value, name: str, minimum: int) -> int:
-    """Return ``value`` as int, raising InvalidOptionError unless it is an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidOptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
+__all__ = ["check_labels", "corrupt_labels", "load_labels", "save_labels"]
 
 
 def check_labels(labels, num_classes: int | None = None, name: str = "labels") -> np.ndarray:
@@ -64,15 +61,10 @@ def corrupt_labels(labels, fraction: float, num_classes: int,
     ``np.random.default_rng(seed)``: same seed, same result.
     """
     arr = check_labels(labels)
-    num_classes = check_int(num_classes, "num_classes", 2)
+    num_classes = integer(num_classes, "num_classes", 2)
     arr = check_labels(arr, num_classes)
-    seed = check_int(seed, "seed", 0)
-    try:
-        fraction = float(fraction)
-    except (TypeError, ValueError):
-        raise InvalidOptionError(f"fraction must be a number in [0, 1], got {fraction!r}") from None
-    if not 0.0 <= fraction <= 1.0:
-        raise InvalidOptionError(f"fraction must be in [0, 1], got {fraction!r}")
+    seed = integer(seed, "seed", 0)
+    fraction = probability(fraction, "fraction")
     n = arr.shape[0]
     k = int(np.floor(fraction * n + 0.5))
     rng = np.random.default_rng(seed)

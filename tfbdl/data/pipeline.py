@@ -16,23 +16,27 @@ import math
 
 import numpy as np
 
-from tfbdl.data.labels import check_int, check_labels
+from tfbdl.data.labels import check_labels
 from tfbdl.data.transforms import check_channel_stats, check_float01
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.seeding import derive_seed
+from tfbdl.validate import integer
 
-__all__ = ["make_dataset", "dataset_size_batches"]
+__all__ = ["dataset_size_batches", "make_dataset"]
+
+_AUGMENT_STREAM = 0xA06  # stream key of the augmentation draws (the shuffle uses the seed itself)
 
 
 def dataset_size_batches(n: int, batch_size: int, drop_remainder: bool) -> int:
     """Number of batches in one epoch of ``n`` examples: ``n // b`` or ``ceil(n / b)``."""
-    n = check_int(n, "n", 0)
-    batch_size = check_int(batch_size, "batch_size", 1)
+    n = integer(n, "n", 0)
+    batch_size = integer(batch_size, "batch_size", 1)
     return n // batch_size if drop_remainder else math.ceil(n / batch_size)
 
 
 def _augment_seed(seed: int) -> int:
     """A seed for the augmentation stream, derived from ``seed`` but distinct from the shuffle's."""
-    return int(np.random.SeedSequence([seed, 0xA06]).generate_state(1, np.uint32)[0])
+    return derive_seed(seed, _AUGMENT_STREAM, bits=32)
 
 
 def _pad_crop_flip_batch(x, seed, pad: int):
@@ -103,15 +107,15 @@ def make_dataset(images, labels, batch_size: int, *, shuffle: bool = False, seed
         )
     if n == 0:
         raise ShapeError("images and labels are empty; pass at least one example")
-    batch_size = check_int(batch_size, "batch_size", 1)
-    pad = check_int(pad, "pad", 0)
+    batch_size = integer(batch_size, "batch_size", 1)
+    pad = integer(pad, "pad", 0)
     if (shuffle or augment) and seed is None:
         raise InvalidOptionError(
             "shuffle=True and augment=True need an explicit seed so runs are reproducible; "
             "pass seed=<int> (e.g. the run's --seed)"
         )
     if seed is not None:
-        seed = check_int(seed, "seed", 0)
+        seed = integer(seed, "seed", 0)
     if standardize is not None:
         try:
             mean, std = standardize

@@ -25,6 +25,19 @@ from tfbdl.data.datasets import get_spec, is_available, is_downloadable, load_da
 from tfbdl.data.subsets import seeded_subset
 from tfbdl.errors import ChecksumError, DatasetNotFound, InvalidOptionError
 
+__all__ = [
+    "EMBEDDED",
+    "LoadedData",
+    "SCALES",
+    "SUBSTITUTES",
+    "add_note",
+    "embedded_info",
+    "embedded_path",
+    "fit_holdout",
+    "load_embedded",
+    "load_for_run",
+]
+
 SCALES = ("tiny", "smoke", "paper")
 
 # Datasets with a subset in tfbdl/data/embedded/<name>.npz (keys train_images, train_labels, ...).

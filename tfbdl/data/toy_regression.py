@@ -27,8 +27,8 @@ import numpy as np
 from tfbdl.errors import DataFormatError, InvalidOptionError, ShapeError
 from tfbdl.validate import integer, positive_number
 
-__all__ = ["FUNCTIONS", "GapData", "GapDataConfig", "features", "load_gap_data", "make_gap_data",
-           "load_or_make_gap_data", "region_masks", "save_gap_data"]
+__all__ = ["FUNCTIONS", "GapData", "GapDataConfig", "features", "load_gap_data", "load_or_make_gap_data",
+           "make_gap_data", "region_masks", "save_gap_data"]
 
 #: Target functions by name: (formula for the record, the function on float64 arrays).
 FUNCTIONS = {

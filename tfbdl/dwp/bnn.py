@@ -52,12 +52,23 @@ from tfbdl.errors import InvalidOptionError, ShapeError
 from tfbdl.nn import common as c
 from tfbdl.nn.fconv import check_fconv_shapes
 from tfbdl.nn.initializers import SeedStream, glorot_normal, he_normal_fan_in, torch_bias
-from tfbdl.validate import integer, positive_number
+from tfbdl.seeding import derive_seed, stateless_seed
+from tfbdl.validate import integer, positive_int, positive_number
 
 tfd = tfp.distributions
 
-__all__ = ["BayesConv2D", "BayesDense", "bayes_layers", "bayesian_fconv", "elbo_loss", "fit_bnn",
-           "kl_total", "predict_bnn_proba", "posterior_sampling", "reference_adam"]
+__all__ = [
+    "BayesConv2D",
+    "BayesDense",
+    "bayes_layers",
+    "bayesian_fconv",
+    "elbo_loss",
+    "fit_bnn",
+    "kl_total",
+    "posterior_sampling",
+    "predict_bnn_proba",
+    "reference_adam",
+]
 
 _VAR_EPS = 1e-12  # added to the output variance before the square root (the reference's eps)
 _LEAKY_SLOPE = 0.01
@@ -209,9 +220,9 @@ class BayesConv2D(_BayesLayer):
     def __init__(self, filters: int, kernel_size: int, prior=None, *, strides: int = 1, padding: str = "valid",
                  **kwargs):
         super().__init__(prior, **kwargs)
-        self.filters = c.positive_int(filters, "filters")
-        self.kernel_size = c.positive_int(kernel_size, "kernel_size")
-        self.strides = c.positive_int(strides, "strides")
+        self.filters = positive_int(filters, "filters")
+        self.kernel_size = positive_int(kernel_size, "kernel_size")
+        self.strides = positive_int(strides, "strides")
         if padding not in ("valid", "same"):
             raise InvalidOptionError(f"padding must be 'valid' or 'same', got {padding!r}")
         self.padding = padding
@@ -247,7 +258,7 @@ class BayesDense(_BayesLayer):
 
     def __init__(self, units: int, prior=None, **kwargs):
         super().__init__(prior, **kwargs)
-        self.units = c.positive_int(units, "units")
+        self.units = positive_int(units, "units")
 
     def build(self, input_shape) -> None:
         if len(input_shape) != 2 or input_shape[-1] is None:
@@ -320,17 +331,12 @@ def _reseeded(layers, seed: int):
     gens = [g for layer in layers for g in (layer.noise_seed, layer.kl_seed)]
     saved = [g.state.numpy() for g in gens]
     for i, g in enumerate(gens):
-        state = np.random.SeedSequence([seed, i]).generate_state(1, dtype=np.uint32)[0] & 0x7FFFFFFF
-        g.state.assign(np.array([state, 0], dtype=saved[i].dtype))
+        g.state.assign(np.array([derive_seed(seed, i), 0], dtype=saved[i].dtype))
     try:
         yield
     finally:
         for g, value in zip(gens, saved):
             g.state.assign(value)
-
-
-def _seed_int(seed, name: str = "seed") -> int:
-    return integer(seed, name, 0)
 
 
 def _labels_nll(y, logits) -> tf.Tensor:
@@ -368,7 +374,7 @@ def elbo_loss(model, x, y, num_train: int, *, seed: int | None = None, training:
     num_train = integer(num_train, "num_train", 1)
     kl_weight = float(kl_weight)
     layers = bayes_layers(model)
-    with (_reseeded(layers, _seed_int(seed)) if seed is not None else contextlib.nullcontext()):
+    with (_reseeded(layers, integer(seed, "seed", 0)) if seed is not None else contextlib.nullcontext()):
         nll = tf.reduce_mean(_labels_nll(y, model(x, training=training)))
         kl = kl_total(layers, seed)
     return nll + kl_weight * kl / num_train
@@ -392,8 +398,7 @@ class _KLLog:
         self.layers, self.seed = layers, seed
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> dict:
-        seed = [self.seed & 0x7FFFFFFF, epoch + 1]
-        return {"kl": float(kl_total(self.layers, seed).numpy())}
+        return {"kl": float(kl_total(self.layers, stateless_seed(self.seed, epoch + 1)).numpy())}
 
 
 def fit_bnn(model, x, y, *, epochs: int, batch_size: int, learning_rate: float = 1e-3, seed: int,
@@ -421,7 +426,7 @@ def fit_bnn(model, x, y, *, epochs: int, batch_size: int, learning_rate: float =
     from tfbdl.train.loop import Trainer
 
     x, y = _check_xy(x, y)
-    seed = _seed_int(seed)
+    seed = integer(seed, "seed", 0)
     epochs = integer(epochs, "epochs", 1)
     batch_size = integer(batch_size, "batch_size", 1)
     learning_rate = positive_number(learning_rate, "learning_rate")
@@ -456,7 +461,7 @@ def predict_bnn_proba(model, x, num_samples: int = 10, seed: int = 0, *, batch_s
     if x.ndim == 0 or x.shape[0] == 0:
         raise ShapeError(f"x must hold examples along axis 0, got shape {x.shape}")
     layers = bayes_layers(model)
-    with _reseeded(layers, _seed_int(seed)), posterior_sampling(model, num_samples > 0):
+    with _reseeded(layers, integer(seed, "seed", 0)), posterior_sampling(model, num_samples > 0):
         step = tf.function(lambda xb: tf.nn.softmax(tf.cast(model(xb, training=False), tf.float32), axis=-1),
                            reduce_retracing=True)
         out = []
@@ -523,7 +528,7 @@ def bayesian_fconv(num_classes: int = 10, input_shape=(28, 28, 1), *, widths=(32
     Returns:
         A built ``keras.Model``: ``float32 [batch, H, W, C] -> logits [batch, num_classes]``.
     """
-    num_classes = c.positive_int(num_classes, "num_classes")
+    num_classes = positive_int(num_classes, "num_classes")
     channels, widths = check_fconv_shapes(input_shape, widths, "bayesian_fconv")
     priors = dict(priors or {})
     unknown = set(priors) - {"conv1", "conv2", "logits"}

@@ -43,11 +43,20 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.validate import positive_int
 
 tfd = tfp.distributions
 
-__all__ = ["dwp_log_prior_bound", "importance_log_prior", "draw_seed", "split_seed", "check_vae",
-           "latent_prior", "encoder_distribution", "decoder_distribution"]
+__all__ = [
+    "check_vae",
+    "decoder_distribution",
+    "draw_seed",
+    "dwp_log_prior_bound",
+    "encoder_distribution",
+    "importance_log_prior",
+    "latent_prior",
+    "split_seed",
+]
 
 
 # --------------------------------------------------------------------------- seeds
@@ -80,12 +89,6 @@ def draw_seed(seed) -> tf.Tensor:
 def split_seed(seed: tf.Tensor, num: int) -> tf.Tensor:
     """``num`` independent stateless seeds ``int64 [num, 2]`` derived from one."""
     return tf.random.experimental.stateless_split(seed, num)
-
-
-def _num_samples(value, name: str = "num_samples") -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidOptionError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # --------------------------------------------------------------------------- checks
@@ -220,7 +223,7 @@ def dwp_log_prior_bound(vae, w, num_samples: int = 1, seed=None, *, analytic_kl:
     """
     check_vae(vae)
     w = _slices(vae, w)
-    return tf.reduce_mean(_log_weights(vae, w, _num_samples(num_samples), seed, analytic_kl, latent_noise), axis=0)
+    return tf.reduce_mean(_log_weights(vae, w, positive_int(num_samples, "num_samples"), seed, analytic_kl, latent_noise), axis=0)
 
 
 def importance_log_prior(vae, w, num_samples: int = 100, seed=None) -> tf.Tensor:
@@ -232,6 +235,6 @@ def importance_log_prior(vae, w, num_samples: int = 100, seed=None) -> tf.Tensor
     """
     check_vae(vae)
     w = _slices(vae, w)
-    s = _num_samples(num_samples)
+    s = positive_int(num_samples, "num_samples")
     logw = _log_weights(vae, w, s, seed, analytic_kl=False)
     return tf.reduce_logsumexp(logw, axis=0) - tf.math.log(tf.cast(s, w.dtype))

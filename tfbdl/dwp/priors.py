@@ -56,12 +56,24 @@ from tfbdl.dwp.bound import (
     split_seed,
 )
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.validate import positive_number
 
 tfd = tfp.distributions
 
-__all__ = ["Prior", "StandardNormalPrior", "LogUniformPrior", "TruncatedLogUniformPrior", "DeepWeightPrior",
-           "ImplicitDWP", "kernel_slices", "kernel_from_slices", "LOG_UNIFORM_K1", "LOG_UNIFORM_K2", "LOG_UNIFORM_K3",
-           "TRUNCATED_LOG_UNIFORM_C"]
+__all__ = [
+    "DeepWeightPrior",
+    "ImplicitDWP",
+    "LOG_UNIFORM_K1",
+    "LOG_UNIFORM_K2",
+    "LOG_UNIFORM_K3",
+    "LogUniformPrior",
+    "Prior",
+    "StandardNormalPrior",
+    "TRUNCATED_LOG_UNIFORM_C",
+    "TruncatedLogUniformPrior",
+    "kernel_from_slices",
+    "kernel_slices",
+]
 
 #: Constants of Molchanov et al.'s (2017) fit of the log-uniform KL (their eq. 14).
 LOG_UNIFORM_K1, LOG_UNIFORM_K2, LOG_UNIFORM_K3 = 0.63576, 1.87320, 1.48695
@@ -100,12 +112,6 @@ def _float_tensors(mu, log_sigma) -> tuple[tf.Tensor, tf.Tensor]:
     return mu, log_sigma
 
 
-def _positive(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise InvalidOptionError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
 class Prior:
     """Interface: ``kl(mu, log_sigma, seed=None) -> scalar`` for ``q = N(mu, exp(log_sigma)^2)``."""
 
@@ -121,7 +127,7 @@ class StandardNormalPrior(Prior):
     / (2 scale^2) - 1/2`` (``0.5 * sum(sigma^2 + mu^2 - 1 - log sigma^2)`` for ``scale = 1``)."""
 
     def __init__(self, scale: float = 1.0):
-        self.scale = _positive(scale, "scale")
+        self.scale = positive_number(scale, "scale")
 
     def kl(self, mu, log_sigma, seed=None) -> tf.Tensor:
         mu, log_sigma = _float_tensors(mu, log_sigma)
@@ -160,7 +166,7 @@ class LogUniformPrior(Prior):
     """
 
     def __init__(self, eps: float = 1e-16):
-        self.eps = _positive(eps, "eps")
+        self.eps = positive_number(eps, "eps")
 
     def log_alpha(self, mu, log_sigma) -> tf.Tensor:
         """``log sigma^2 - log(mu^2 + eps)``, same shape as ``mu``."""

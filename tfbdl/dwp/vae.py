@@ -45,7 +45,6 @@ of slices; ``validation_fraction`` does the same from one bank.
 from __future__ import annotations
 
 import math
-import numbers
 import os
 import pathlib
 import sys
@@ -59,16 +58,18 @@ from tfbdl.dwp import bound as _bound
 from tfbdl.errors import DataFormatError, InvalidOptionError, ShapeError
 from tfbdl.io import RunDir, load_h5, save_h5
 from tfbdl.nn.initializers import SeedStream, torch_bias, torch_linear_kernel
+from tfbdl.seeding import derive_rng
+from tfbdl.validate import integer, positive_int, positive_number, probability
 
 __all__ = [
     "KernelVAE",
     "REFERENCE_ARCHITECTURES",
     "REFERENCE_TRAINING",
     "SUPPORTED_KERNEL_SIZES",
+    "held_out_split",
     "plot_decoded_samples",
     "plot_latent_space",
     "train_kernel_vae",
-    "held_out_split",
 ]
 
 SUPPORTED_KERNEL_SIZES = (3, 5, 7)
@@ -80,21 +81,13 @@ _FORMAT = "tfbdl.dwp.kernel_vae/1"
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _EVAL_MAX = 4096  # slices the per-epoch check uses when nothing is held out
 _BATCH = 65536  # slices per forward pass in numpy-facing helpers
+# Stream keys: the fixed noise of the per-epoch check, the held-out split, the check's training subsample.
+_EVAL_NOISE_STREAM = 0xE7A1
+_SPLIT_STREAM = 0x5A1D
+_CHECK_SUBSET_STREAM = 0xC4EC
 
 
 # --------------------------------------------------------------------------- small helpers
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InvalidOptionError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def _seed(value, name: str = "seed") -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise InvalidOptionError(f"{name} must be a non-negative integer, got {value!r}")
-    return int(value)
 
 
 def _log_softplus(x):
@@ -275,13 +268,13 @@ class KernelVAE(keras.Model):
 
     def __init__(self, kernel_size: int, hidden: int, latent: int, seed: int | None = None,
                  name: str | None = None):
-        k = _positive_int(kernel_size, "kernel_size")
+        k = positive_int(kernel_size, "kernel_size")
         if k not in SUPPORTED_KERNEL_SIZES:
             raise InvalidOptionError(
                 f"kernel_size {k} has no kernel VAE architecture; use one of {SUPPORTED_KERNEL_SIZES}"
             )
-        hidden = _positive_int(hidden, "hidden")
-        latent = _positive_int(latent, "latent")
+        hidden = positive_int(hidden, "hidden")
+        latent = positive_int(latent, "latent")
         seeds = SeedStream(seed)  # validates the seed
         super().__init__(name=name or f"kernel_vae_{k}x{k}")
         self.kernel_size, self.hidden, self.latent = k, hidden, latent
@@ -355,7 +348,7 @@ class KernelVAE(keras.Model):
 
     def _noise_like(self, w, seed):
         shape = (tf.shape(w)[0], self.latent)
-        return keras.random.normal(shape, seed=self._noise if seed is None else _seed(seed))
+        return keras.random.normal(shape, seed=self._noise if seed is None else integer(seed, "seed", 0))
 
     def elbo(self, w, seed: int | None = None):
         """Per-slice ELBO ``[n]`` (float32 tensor) with one reparameterised sample of ``z``.
@@ -382,8 +375,8 @@ class KernelVAE(keras.Model):
     def sample_kernels(self, num: int, seed: int, *, mean: bool = False) -> np.ndarray:
         """``num`` kernels ``[num, k, k]`` (float32 numpy) from the prior: ``z ~ N(0, I)``,
         ``w ~ p(w | z)``; with ``mean=True`` the decoder means ``mu_d(z)`` instead of samples."""
-        num = _positive_int(num, "num")
-        rng = np.random.default_rng(_seed(seed))
+        num = positive_int(num, "num")
+        rng = np.random.default_rng(integer(seed, "seed", 0))
         out = []
         for start in range(0, num, _BATCH):
             n = min(_BATCH, num - start)
@@ -499,7 +492,7 @@ class _EpochCheck:
 
     def __init__(self, vae: KernelVAE, slices: np.ndarray, seed: int, label: str, verbose: bool):
         self.vae, self.slices, self.label, self.verbose = vae, slices, label, verbose
-        rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE7A1]))
+        rng = derive_rng(seed, _EVAL_NOISE_STREAM)
         self.eps = rng.standard_normal((len(slices), vae.latent)).astype(np.float32)
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> dict:
@@ -539,8 +532,7 @@ def _check_bank_slices(slices) -> np.ndarray:
 def held_out_split(n: int, fraction, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices ``(train, held_out)``: a seeded random ``fraction`` of ``range(n)`` held out (the split
     :func:`train_kernel_vae` makes with the same ``seed``)."""
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 <= fraction < 1.0:
-        raise InvalidOptionError(f"validation_fraction must be in [0, 1), got {fraction!r}")
+    fraction = probability(fraction, "validation_fraction", below_one=True)
     n_val = int(round(float(fraction) * n))
     if fraction > 0 and n_val == 0:
         n_val = 1
@@ -548,7 +540,7 @@ def held_out_split(n: int, fraction, seed: int) -> tuple[np.ndarray, np.ndarray]
         raise InvalidOptionError(f"validation_fraction {fraction} leaves no slice to train on ({n} slices)")
     if n_val == 0:
         return np.arange(n), np.arange(0)
-    order = np.random.default_rng(np.random.SeedSequence([seed, 0x5A1D])).permutation(n)
+    order = derive_rng(seed, _SPLIT_STREAM).permutation(n)
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
@@ -580,20 +572,17 @@ def train_kernel_vae(slices, *, hidden: int, latent: int, epochs: int, batch_siz
 
     slices = _check_bank_slices(slices)
     k = slices.shape[1]
-    seed = _seed(seed)
-    epochs = _positive_int(epochs, "epochs")
-    batch_size = _positive_int(batch_size, "batch_size")
-    if (isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real)
-            or not math.isfinite(learning_rate) or learning_rate <= 0):
-        raise InvalidOptionError(f"learning_rate must be a positive finite number, got {learning_rate!r}")
-    lr = float(learning_rate)
+    seed = integer(seed, "seed", 0)
+    epochs = positive_int(epochs, "epochs")
+    batch_size = positive_int(batch_size, "batch_size")
+    lr = positive_number(learning_rate, "learning_rate")
     name = name or f"kernel_vae_{k}x{k}"
     train_idx, val_idx = held_out_split(len(slices), validation_fraction, seed)
     train = slices[train_idx]
     if len(val_idx):
         check = slices[val_idx]
     else:
-        pick = np.random.default_rng(np.random.SeedSequence([seed, 0xC4EC])).permutation(len(train))
+        pick = derive_rng(seed, _CHECK_SUBSET_STREAM).permutation(len(train))
         check = train[np.sort(pick[:_EVAL_MAX])]
 
     vae = KernelVAE(k, hidden, latent, seed=seed)
@@ -633,8 +622,8 @@ def plot_latent_space(vae: KernelVAE, slices, path, *, max_points: int = 5000, s
     vae._slices(slices[:0])
     if len(slices) == 0:
         raise ShapeError("plot_latent_space needs at least one slice")
-    rng = np.random.default_rng(_seed(seed))
-    if len(slices) > _positive_int(max_points, "max_points"):
+    rng = np.random.default_rng(integer(seed, "seed", 0))
+    if len(slices) > positive_int(max_points, "max_points"):
         slices = slices[np.sort(rng.choice(len(slices), max_points, replace=False))]
     mu = vae.encode_means(slices).astype(np.float64)
     norms = np.sqrt(np.sum(np.square(slices.astype(np.float64)), axis=(1, 2)))

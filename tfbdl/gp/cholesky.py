@@ -20,11 +20,13 @@ import warnings
 import numpy as np
 import scipy.linalg
 
-from tfbdl.errors import ShapeError, TfbdlError
+from tfbdl.errors import JitterWarning, ShapeError, TfbdlError
+from tfbdl.shapes import declare_shapes
 
 __all__ = [
-    "JitterWarning",
+    "BLOCKED_ABOVE",
     "NotPositiveDefiniteError",
+    "PANEL",
     "cho_solve_inplace",
     "cholesky_inplace",
     "restore_from_upper",
@@ -46,10 +48,6 @@ class NotPositiveDefiniteError(TfbdlError):
     """A matrix could not be Cholesky-factorised even after adding the largest jitter tried."""
 
 
-class JitterWarning(UserWarning):
-    """Jitter had to be added to a matrix's diagonal before its Cholesky factorisation succeeded."""
-
-
 def _fortran_view(K: np.ndarray) -> tuple[np.ndarray, int]:
     """A Fortran-ordered view of ``K`` and the ``lower`` flag that makes LAPACK work on K's lower
     triangle (in K's own indexing). For C-ordered K this is ``K.T`` with ``lower=0``."""
@@ -60,6 +58,7 @@ def _fortran_view(K: np.ndarray) -> tuple[np.ndarray, int]:
     raise ValueError("matrix must be C- or Fortran-contiguous")  # callers ensure this
 
 
+@declare_shapes("K: [N, N]", "diag: [N]", "return: [N, N]")
 def restore_from_upper(K: np.ndarray, diag: np.ndarray) -> np.ndarray:
     """Rebuild a symmetric ``K [N, N]`` in place from its strict upper triangle and ``diag [N]``.
 
@@ -131,9 +130,10 @@ def _blocked_potrf(K: np.ndarray, panel: int) -> int:
     return 0
 
 
+@declare_shapes("K: [N, N]", "return[0]: [N, N]", "return[1]: []")
 def cholesky_inplace(K: np.ndarray, *, jitter: float | None = None, max_tries: int = 8,
-                     overwrite: bool = True, clean: bool = True, panel: int | None = None
-                     ) -> tuple[np.ndarray, float]:
+                     overwrite: bool = True, clean: bool = True, panel: int | None = None,
+                     name: str | None = None) -> tuple[np.ndarray, float]:
     """Lower Cholesky factor ``L [N, N]`` of a symmetric ``K [N, N]``, adding jitter if needed.
 
     With ``overwrite=True`` (default) **K is destroyed**: the factor is written into K's own
@@ -145,7 +145,8 @@ def cholesky_inplace(K: np.ndarray, *, jitter: float | None = None, max_tries: i
     adds nothing. After each failure K is restored from its untouched strict upper triangle
     and saved diagonal, and ``jitter`` (default ``1e-10 * mean(diag K)``) is added to the
     diagonal, multiplied by 10 on each of up to ``max_tries`` further attempts. Success after
-    jitter emits a :class:`JitterWarning` giving the amount, absolute and relative.
+    jitter emits a :class:`~tfbdl.errors.JitterWarning` giving the amount, absolute and relative
+    (``name`` says what the matrix is in that message, e.g. ``"Laplace precision"``).
 
     ``clean=False`` leaves the strict upper triangle holding the original K (instead of zeros),
     so that :func:`restore_from_upper` can rebuild K afterwards; solves only read the lower
@@ -215,15 +216,17 @@ def cholesky_inplace(K: np.ndarray, *, jitter: float | None = None, max_tries: i
             "kernel in float64, check it is symmetric, or add more noise to the diagonal "
             "(larger jitter or max_tries)")
     if added > 0:
+        what = f"the {n}x{n} {name}" if name else f"a {n}x{n} matrix"
         warnings.warn(JitterWarning(
             f"added jitter {added:.3g} ({added / mean_diag:.1e} x mean diagonal {mean_diag:.3g}) "
-            f"to the diagonal of a {n}x{n} matrix before its Cholesky factorisation succeeded"),
+            f"to the diagonal of {what} before its Cholesky factorisation succeeded"),
             stacklevel=2)
     if clean:
         _zero_upper(K)
     return K, added
 
 
+@declare_shapes("L: [N, N]", "B: [N, p...]", "return: [N, p...]")
 def cho_solve_inplace(L: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Solve ``K X = B`` given the lower Cholesky factor ``L [N, N]`` of K; ``B [N]`` or ``[N, P]``.
 

@@ -38,6 +38,7 @@ from tfbdl.gp.cholesky import (
     cholesky_inplace,
     restore_from_upper,
 )
+from tfbdl.shapes import declare_shapes
 
 __all__ = [
     "DEFAULT_RELATIVE_GRID",
@@ -90,6 +91,7 @@ def _labels(y, num_classes: int, name: str = "y_train") -> np.ndarray:
     return y
 
 
+@declare_shapes("y: [N]", "return: [N, C]")
 def centred_targets(y, num_classes: int) -> np.ndarray:
     """Regression targets ``[N, C]`` float64: +1 in the label's column, -1 elsewhere (as the
     reference code builds them)."""
@@ -99,6 +101,7 @@ def centred_targets(y, num_classes: int) -> np.ndarray:
     return Y
 
 
+@declare_shapes("Kxx: [N, N]", "relative: [G]", "return: [G]")
 def noise_grid(Kxx: np.ndarray, relative: Sequence[float] = DEFAULT_RELATIVE_GRID) -> np.ndarray:
     """Absolute noise values ``[G]``: ``relative`` times the mean diagonal of ``Kxx [N, N]``.
 
@@ -133,6 +136,7 @@ def _fit(Kxx: np.ndarray, Y: np.ndarray, noise: float, *, overwrite: bool,
     return alpha.astype(np.float64, copy=False), jit
 
 
+@declare_shapes("Kxx: [N, N]", "Kxt: [N, T]", "y_train: [N]", "return: [T, C]")
 def fit_predict(Kxx, Kxt, y_train, num_classes: int, noise: float, *, overwrite: bool = False,
                 jitter: float | None = None, max_tries: int = 8) -> np.ndarray:
     """Posterior mean ``[Nt, C]`` = ``Kxt^T (Kxx + noise I)^{-1} Y`` with Y the centred targets.
@@ -229,6 +233,7 @@ def _indices(idx, n: int, name: str) -> np.ndarray:
     return idx
 
 
+@declare_shapes("Kxx: [N, N]", "y_train: [N]", "grid: [G]")
 def select_noise(Kxx, y_train, train_idx, val_idx, num_classes: int, grid: Sequence[float], *,
                  overwrite: bool = False, jitter: float | None = None, max_tries: int = 8
                  ) -> tuple[float, list[dict]]:
@@ -304,6 +309,7 @@ def select_noise(Kxx, y_train, train_idx, val_idx, num_classes: int, grid: Seque
     return grid[best], table
 
 
+@declare_shapes("Kxx: [N, N]", "Kxt: [N, T]", "y_train: [N]", "y_test: [T]")
 def classify(Kxx, Kxt, y_train, y_test, num_classes: int, *, val_fraction: float = 0.1,
              val_idx=None, grid: Sequence[float] | None = None, seed: int = 0,
              overwrite: bool = False, jitter: float | None = None, max_tries: int = 8

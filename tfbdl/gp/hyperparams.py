@@ -21,8 +21,9 @@ import numpy as np
 
 from tfbdl.errors import InvalidOptionError, RunDirectoryError
 from tfbdl.io import atomic_write_text
+from tfbdl.shapes import declare_shapes
 
-__all__ = ["grid_search", "optimize_marginal_likelihood", "random_search", "sample_space"]
+__all__ = ["SCALES", "grid_search", "optimize_marginal_likelihood", "random_search", "sample_space"]
 
 SCALES = ("log", "linear", "int")
 
@@ -149,6 +150,7 @@ def grid_search(evaluate: Callable[[dict], float], grid: Mapping[str, Sequence],
 
 # --------------------------------------------------------------------- marginal likelihood
 
+@declare_shapes("X: [N, D]", "Y: [N, ...]")
 def optimize_marginal_likelihood(kernel, X, Y, *, noise_variance: float, steps: int = 100,
                                  learning_rate: float = 0.01, method: str = "adam",
                                  num_classes: int | None = None, max_points: int | None = None,

@@ -22,10 +22,13 @@ import tensorflow as tf
 from check_shapes import check_shapes
 
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.shapes import declare_shapes
+from tfbdl.validate import positive_number
 
 __all__ = ["PrecomputedKernel", "gram_constant", "index_inputs"]
 
 
+@declare_shapes("gram: [N, N]", "return: [N, N]")
 def gram_constant(gram, *, check_symmetric: bool = True) -> tf.Tensor:
     """A checked Gram matrix ``[N, N]`` as a constant of GPflow's float type.
 
@@ -46,6 +49,7 @@ def gram_constant(gram, *, check_symmetric: bool = True) -> tf.Tensor:
     return tf.constant(array, dtype=gpflow.default_float())
 
 
+@declare_shapes("indices: [N]", "return: [N, 1]")
 def index_inputs(indices) -> np.ndarray:
     """Integer indices ``[n]`` -> the float inputs ``[n, 1]`` a :class:`PrecomputedKernel` takes."""
     idx = np.asarray(indices)
@@ -70,8 +74,7 @@ class PrecomputedKernel(gpflow.kernels.Kernel):
         if self.gram.dtype != gpflow.default_float():
             self.gram = tf.cast(self.gram, gpflow.default_float())
         self.gram_diag = tf.linalg.diag_part(self.gram)
-        if not np.isfinite(variance) or variance <= 0:
-            raise InvalidOptionError(f"variance must be a positive number, got {variance!r}")
+        variance = positive_number(variance, "variance")
         self.variance = gpflow.Parameter(variance, transform=gpflow.utilities.positive())
 
     @property

@@ -20,6 +20,8 @@ import keras
 
 from tfbdl.data.subsets import round_robin_indices
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.shapes import declare_shapes
+from tfbdl.validate import integer
 
 __all__ = ["OneVsAllSVGP"]
 
@@ -38,13 +40,9 @@ class OneVsAllSVGP:
     def __init__(self, kernel_factory: Callable[[], gpflow.kernels.Kernel], num_classes: int,
                  num_inducing: int, *, seed: int = 0, whiten: bool = True,
                  train_inducing: bool = False):
-        if int(num_classes) < 2:
-            raise InvalidOptionError(f"num_classes must be >= 2, got {num_classes}")
-        if int(num_inducing) < 1:
-            raise InvalidOptionError(f"num_inducing must be >= 1, got {num_inducing}")
         self.kernel_factory = kernel_factory
-        self.num_classes = int(num_classes)
-        self.num_inducing = int(num_inducing)
+        self.num_classes = integer(num_classes, "num_classes", 2)
+        self.num_inducing = integer(num_inducing, "num_inducing", 1)
         self.seed = int(seed)
         self.whiten = bool(whiten)
         self.train_inducing = bool(train_inducing)
@@ -74,6 +72,7 @@ class OneVsAllSVGP:
         """Binary targets ``[N, C]``: 1 for the point's class, 0 for the other classes."""
         return (y[:, None] == np.arange(self.num_classes)[None, :]).astype(np.float64)
 
+    @declare_shapes("X: [N, D]", "y: [N]")
     def build(self, X, y) -> None:
         """Create the class models on training data ``X [N, D]``, ``y [N]`` (done by :meth:`fit`)."""
         X, y = self._check(X, y)
@@ -87,6 +86,7 @@ class OneVsAllSVGP:
             self.models.append(model)
 
     # ------------------------------------------------------------------ training
+    @declare_shapes("X: [N, D]", "y: [N]")
     def fit(self, X, y, *, steps: int = 1000, batch_size: int = 256, learning_rate: float = 0.01,
             natgrad: bool = True, natgrad_gamma: float = 0.1, seed: int | None = None,
             callback: Callable[[int, float], None] | None = None, log_every: int = 100
@@ -105,9 +105,7 @@ class OneVsAllSVGP:
         ``[{"step", "loss"}]``, loss being the summed negative mini-batch ELBO over classes.
         """
         X, y = self._check(X, y)
-        if int(steps) < 0 or int(batch_size) < 1:
-            raise InvalidOptionError(f"steps must be >= 0 and batch_size >= 1, got {steps}, "
-                                     f"{batch_size}")
+        steps, batch_size = integer(steps, "steps", 0), integer(batch_size, "batch_size", 1)
         if not self.models:
             self.build(X, y)
         self._data = (X, y)
@@ -165,6 +163,7 @@ class OneVsAllSVGP:
         if not self.models:
             raise InvalidOptionError("the classifier has not been fitted: call fit(X, y) first")
 
+    @declare_shapes("X: [N, D]", "return: [N, C]")
     def class_probabilities(self, X, *, batch_size: int = 1024) -> np.ndarray:
         """Each class model's own predictive probability of its class, ``[N, C]`` (unnormalised)."""
         self._require_models()
@@ -177,6 +176,7 @@ class OneVsAllSVGP:
                 out[s:s + batch_size, c] = mean.numpy()[:, 0]
         return out
 
+    @declare_shapes("X: [N, D]", "return: [N, C]")
     def predict_proba(self, X, *, batch_size: int = 1024) -> np.ndarray:
         """Class probabilities ``[N, C]`` for ``X [N, D]``.
 
@@ -189,10 +189,12 @@ class OneVsAllSVGP:
         total = p.sum(axis=1, keepdims=True)
         return np.where(total > 0, p / np.where(total > 0, total, 1.0), 1.0 / self.num_classes)
 
+    @declare_shapes("X: [N, D]", "return: [N]")
     def predict(self, X, *, batch_size: int = 1024) -> np.ndarray:
         """Predicted classes ``[N]`` (argmax of :meth:`predict_proba`)."""
         return np.argmax(self.class_probabilities(X, batch_size=batch_size), axis=1)
 
+    @declare_shapes("X: [N, D]", "y: [N]", "return: [C]")
     def elbo(self, X=None, y=None, *, batch_size: int = 1024) -> np.ndarray:
         """Full-data ELBO of each class model, ``[C]``, on ``X, y`` (default: the data of the
         last :meth:`fit`). Sums the expected log-likelihood over batches, minus the KL once."""

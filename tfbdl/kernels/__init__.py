@@ -1,7 +1,10 @@
 """Infinite-width CNN kernels (NNGP and NTK) as GPflow kernels, and block-wise kernel matrices.
 
 An architecture is a composable description, ``Sequential(Conv2d(...), ReLU(), ..., Readout())``;
-:class:`ConvNetKernel` turns it into a ``gpflow.kernels.Kernel`` over flattened images.
+:class:`ConvNetKernel` turns it into a ``gpflow.kernels.Kernel`` over flattened images (its NNGP;
+:func:`convnet_ntk` gives its neural tangent kernel). A new kind of layer subclasses the bases
+exported here (:class:`Layer`, :class:`LinearLayer`, :class:`AffineLayer`, :class:`Nonlinearity`;
+see :mod:`tfbdl.kernels.layers`).
 
 The names below load on first use (:mod:`tfbdl.lazy`), so ``import tfbdl.kernels.blocks`` (numpy and
 h5py only) does not import GPflow or TensorFlow.
@@ -9,12 +12,15 @@ h5py only) does not import GPflow or TensorFlow.
 
 from tfbdl.lazy import lazy_exports
 
+_LAYERS = ("AffineLayer", "AvgPool2d", "BranchSum", "Conv2d", "Erf", "GlobalAvgPool", "Identity", "Layer",
+           "LinearLayer", "MapState", "Nonlinearity", "PairIndex", "ReLU", "Readout", "ResidualBlock", "Sequential",
+           "is_full", "location_diagonal", "location_eye", "variance_parameter")
+
 _LAZY = {
-    **{name: "tfbdl.kernels.layers" for name in ("AvgPool2d", "Conv2d", "Erf", "GlobalAvgPool", "Identity",
-                                                  "Readout", "ReLU", "ResidualBlock", "Sequential", "Sum")},
-    "ConvNetKernel": "tfbdl.kernels.convnet_kernel",
-    "ntk": "tfbdl.kernels.convnet_kernel",
-    **{name: "tfbdl.kernels.presets" for name in ("PAPER_KERNELS", "paper_kernel", "paper_network")},
+    **{name: "tfbdl.kernels.layers" for name in _LAYERS},
+    **{name: "tfbdl.kernels.convnet_kernel" for name in ("ConvNetKernel", "KINDS", "convnet_ntk")},
+    **{name: "tfbdl.kernels.presets" for name in ("PAPER_KERNELS", "convnet_gp", "paper_kernel", "paper_network",
+                                                  "residual_cnn_gp", "resnet_gp")},
 }
 
 __all__ = sorted(_LAZY)

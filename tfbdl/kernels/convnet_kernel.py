@@ -1,4 +1,5 @@
-"""A network description from :mod:`tfbdl.kernels.layers` as a ``gpflow.kernels.Kernel``."""
+"""A network description from :mod:`tfbdl.kernels.layers` as a ``gpflow.kernels.Kernel``: its NNGP
+(:class:`ConvNetKernel`) or its neural tangent kernel (:func:`convnet_ntk`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from gpflow.utilities import positive
 
 from tfbdl.errors import InvalidOptionError, ShapeError
 from tfbdl.kernels.layers import Layer, MapState, PairIndex
+from tfbdl.validate import integer, positive_number
+
+__all__ = ["ConvNetKernel", "KINDS", "convnet_ntk"]
 
 KINDS = ("nngp", "ntk")
 
@@ -52,14 +56,8 @@ class ConvNetKernel(gpflow.kernels.Kernel):
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3 or min(image_shape) < 1:
             raise InvalidOptionError(f"image_shape must be (height, width, channels), got {image_shape}")
-        if int(pair_batch) < 1:
-            raise InvalidOptionError(f"pair_batch must be >= 1, got {pair_batch}")
-        try:
-            variance = float(variance)
-        except (TypeError, ValueError):
-            variance = float("nan")
-        if not np.isfinite(variance) or variance <= 0:
-            raise InvalidOptionError(f"variance must be a positive number, got {variance!r}")
+        pair_batch = integer(pair_batch, "pair_batch", 1)
+        variance = positive_number(variance, "variance")
         self.network = network
         self.image_shape = image_shape
         self.kind = kind
@@ -198,7 +196,7 @@ class ConvNetKernel(gpflow.kernels.Kernel):
         return self._result(self.network.cross(start_state, pairs))
 
 
-def ntk(network: Layer, image_shape, **options) -> ConvNetKernel:
-    """The neural tangent kernel of the same network description (normalised the same way:
+def convnet_ntk(network: Layer, image_shape, **options) -> ConvNetKernel:
+    """The neural tangent kernel of a network description (``kind="ntk"``), as a GPflow kernel (normalised the same way:
     ``variance * NTK_raw / NTK_raw(1, 1)`` unless ``normalise=False``)."""
     return ConvNetKernel(network, image_shape, kind="ntk", **options)

@@ -11,6 +11,8 @@ import math
 
 import tensorflow as tf
 
+__all__ = ["ASIN_COEFFICIENTS", "acos"]
+
 ASIN_COEFFICIENTS = (  # R(z), constant term first (from scripts/fit_asin_polynomial.py)
     0.16666666666666638,
     0.07500000000023221,

@@ -25,6 +25,12 @@ covariance between *every* two locations: the full path carries ``[P, H, W, H, W
 covariance of x at (h, w) with y at (h', w')). A conv then sums over the same patch offset on
 both sides, a nonlinearity reads the two locations' variances, and a readout without pooling
 uses the diagonal h = h', w = w'. :class:`~tfbdl.kernels.ConvNetKernel` picks the path.
+
+A new layer subclasses one of the public bases: :class:`Layer` (``variance`` and ``cross``),
+:class:`LinearLayer` (``propagate``, for maps that are a linear function of the input maps alone),
+:class:`AffineLayer` (``spatial``, for a layer of weights and biases; its variances are
+:func:`variance_parameter` s) or :class:`Nonlinearity` (``pair_map`` and ``self_map``). They
+pass :class:`MapState` values along and read each pair's variances from a :class:`PairIndex`.
 """
 
 from __future__ import annotations
@@ -39,6 +45,30 @@ from gpflow.utilities import positive
 
 from tfbdl.errors import InvalidOptionError, ShapeError
 from tfbdl.kernels import fastmath
+from tfbdl.validate import integer, number
+
+__all__ = [
+    "AffineLayer",
+    "AvgPool2d",
+    "BranchSum",
+    "Conv2d",
+    "Erf",
+    "GlobalAvgPool",
+    "Identity",
+    "Layer",
+    "LinearLayer",
+    "MapState",
+    "Nonlinearity",
+    "PairIndex",
+    "ReLU",
+    "Readout",
+    "ResidualBlock",
+    "Sequential",
+    "is_full",
+    "location_diagonal",
+    "location_eye",
+    "variance_parameter",
+]
 
 
 class MapState(NamedTuple):
@@ -69,10 +99,9 @@ class PairIndex:
         return vx, vy
 
 
-def _variance_parameter(value: float, name: str) -> gpflow.Parameter:
+def variance_parameter(value: float, name: str) -> gpflow.Parameter:
     """A positive gpflow Parameter; a zero variance is a fixed zero (positive() cannot hold 0)."""
-    if value < 0:
-        raise InvalidOptionError(f"{name} must be >= 0, got {value}")
+    value = number(value, name, nonnegative=True)
     if value == 0:
         return gpflow.Parameter(0.0, trainable=False, name=name)
     return gpflow.Parameter(value, transform=positive(), name=name)
@@ -125,14 +154,15 @@ class Identity(Layer):
 class LinearLayer(Layer):
     """A layer whose output maps are a linear function of its input maps alone (no variances)."""
 
-    def _apply(self, state: MapState) -> MapState:
+    def propagate(self, state: MapState) -> MapState:
+        """The output maps of the input maps ``state`` (variance and pair maps alike)."""
         raise NotImplementedError
 
     def variance(self, state, trace):
-        return self._apply(state)
+        return self.propagate(state)
 
     def cross(self, state, pairs):
-        return self._apply(state)
+        return self.propagate(state)
 
 
 class AffineLayer(LinearLayer):
@@ -141,14 +171,14 @@ class AffineLayer(LinearLayer):
 
     def __init__(self, var_weight: float, var_bias: float, name: str | None = None):
         super().__init__(name=name)
-        self.var_weight = _variance_parameter(var_weight, "var_weight")
-        self.var_bias = _variance_parameter(var_bias, "var_bias")
+        self.var_weight = variance_parameter(var_weight, "var_weight")
+        self.var_bias = variance_parameter(var_bias, "var_bias")
 
     def spatial(self, maps: tf.Tensor) -> tf.Tensor:
         """The weight-free part: how the layer averages its input maps over locations."""
         raise NotImplementedError
 
-    def _apply(self, state: MapState) -> MapState:
+    def propagate(self, state: MapState) -> MapState:
         dtype = state.nngp.dtype
         weight, bias = tf.cast(self.var_weight, dtype), tf.cast(self.var_bias, dtype)
         nngp = weight * self.spatial(state.nngp) + bias
@@ -165,8 +195,7 @@ class Conv2d(AffineLayer):
     def __init__(self, kernel_size: int, *, stride: int = 1, padding="same", var_weight: float = 1.0,
                  var_bias: float = 0.0, name: str | None = None):
         super().__init__(var_weight, var_bias, name=name)
-        if int(kernel_size) < 1 or int(stride) < 1:
-            raise InvalidOptionError(f"kernel_size and stride must be >= 1, got {kernel_size}, {stride}")
+        kernel_size, stride = integer(kernel_size, "kernel_size", 1), integer(stride, "stride", 1)
         if padding not in ("same", "valid") and not (isinstance(padding, int) and padding >= 0):
             raise InvalidOptionError(f"padding must be 'same', 'valid' or an int >= 0, got {padding!r}")
         self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), padding
@@ -371,13 +400,13 @@ class Sequential(Layer):
         return state
 
 
-class Sum(Layer):
+class BranchSum(Layer):
     """The sum of independent branches applied to the same input (e.g. a residual block)."""
 
     def __init__(self, *branches: Layer, name: str | None = None):
         super().__init__(name=name)
         if not branches:
-            raise InvalidOptionError("Sum needs at least one branch")
+            raise InvalidOptionError("BranchSum needs at least one branch")
         self.branches = list(branches)
 
     @property
@@ -388,7 +417,7 @@ class Sum(Layer):
     def _add(states: list[MapState]) -> MapState:
         shapes = {tuple(s.nngp.shape[-2:]) for s in states}
         if len(shapes) > 1:
-            raise ShapeError(f"the branches of a Sum give feature maps of different sizes {sorted(shapes)}")
+            raise ShapeError(f"the branches of a BranchSum give feature maps of different sizes {sorted(shapes)}")
         nngp = tf.add_n([s.nngp for s in states])
         ntk = None if states[0].ntk is None else tf.add_n([s.ntk for s in states])
         return MapState(nngp, ntk)
@@ -406,10 +435,8 @@ class AvgPool2d(LinearLayer):
 
     def __init__(self, window: int, *, stride: int | None = None, name: str | None = None):
         super().__init__(name=name)
-        if int(window) < 1 or (stride is not None and int(stride) < 1):
-            raise InvalidOptionError(f"window and stride must be >= 1, got {window}, {stride}")
-        self.window = int(window)
-        self.stride = int(stride) if stride is not None else self.window
+        self.window = integer(window, "window", 1)
+        self.stride = self.window if stride is None else integer(stride, "stride", 1)
 
     @property
     def uses_pooling(self) -> bool:
@@ -433,7 +460,7 @@ class AvgPool2d(LinearLayer):
         cols = tf.constant(self.pool_matrix(maps.shape[2]), dtype=maps.dtype)
         return tf.einsum("ai,bj,pijkl,ck,dl->pabcd", rows, cols, maps, rows, cols)
 
-    def _apply(self, state):
+    def propagate(self, state):
         return MapState(self._pool(state.nngp), None if state.ntk is None else self._pool(state.ntk))
 
 
@@ -451,10 +478,10 @@ class GlobalAvgPool(LinearLayer):
                              "a ConvNetKernel, which switches to the full-covariance path")
         return tf.reduce_mean(maps, axis=[1, 2, 3, 4])[:, None, None]
 
-    def _apply(self, state):
+    def propagate(self, state):
         return MapState(self._pool(state.nngp), None if state.ntk is None else self._pool(state.ntk))
 
 
-def ResidualBlock(*layers: Layer, name: str | None = None) -> Sum:
+def ResidualBlock(*layers: Layer, name: str | None = None) -> BranchSum:
     """``K <- K + f(K)``: the identity plus the branch ``Sequential(*layers)``."""
-    return Sum(Identity(), Sequential(*layers), name=name)
+    return BranchSum(Identity(), Sequential(*layers), name=name)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from tfbdl.errors import InvalidOptionError
 from tfbdl.kernels.convnet_kernel import ConvNetKernel
-from tfbdl.kernels.layers import Conv2d, Readout, ReLU, ResidualBlock, Sequential, Sum
+from tfbdl.kernels.layers import BranchSum, Conv2d, Readout, ReLU, ResidualBlock, Sequential
+
+__all__ = ["PAPER_KERNELS", "convnet_gp", "paper_kernel", "paper_network", "residual_cnn_gp", "resnet_gp"]
 
 
 def convnet_gp(depth: int = 7, kernel_size: int = 7, var_weight: float = 2.79, var_bias: float = 7.86) -> Sequential:
@@ -32,15 +34,15 @@ def residual_cnn_gp(blocks: int = 8, kernel_size: int = 4, var_weight: float = 7
     return Sequential(*residual, conv(), ReLU(), Readout(var_weight=var_weight, var_bias=var_bias))
 
 
-def _identity_block() -> Sum:
+def _identity_block() -> BranchSum:
     """``K + C3(R(C3(R(K))))``."""
     return ResidualBlock(ReLU(), Conv2d(3), ReLU(), Conv2d(3))
 
 
 def _projection_block(stride: int) -> Sequential:
     """``V = R(K)``, then ``C1_s(V) + C3(R(C3_s(V)))``."""
-    return Sequential(ReLU(), Sum(Conv2d(1, stride=stride),
-                                  Sequential(Conv2d(3, stride=stride), ReLU(), Conv2d(3))))
+    return Sequential(ReLU(), BranchSum(Conv2d(1, stride=stride),
+                                        Sequential(Conv2d(3, stride=stride), ReLU(), Conv2d(3))))
 
 
 def resnet_gp(blocks_per_stage: int = 4) -> Sequential:

@@ -14,7 +14,7 @@ PyTorch code (see each module's docstring for the file it follows and what diffe
 - :func:`fconv`: the deep weight prior paper's 7x7 / 5x5 convolutional network.
 
 :func:`build_model` builds one by name from :data:`MODELS`; :func:`count_params` and
-:func:`batch_norm_layers` inspect built models.
+:func:`batch_norm_layers` inspect built models, :func:`softmax_in_batches` evaluates one.
 
 The names load on first use (:mod:`tfbdl.lazy`), so ``import tfbdl.nn.feature_amounts`` (numpy
 only) does not import Keras.
@@ -40,6 +40,7 @@ _LAZY = {
     "preresnet": "tfbdl.nn.preresnet",
     "preresnet20": "tfbdl.nn.preresnet",
     "resnet18": "tfbdl.nn.resnet18",
+    "softmax_in_batches": "tfbdl.nn.utils",
     "torch_bias": "tfbdl.nn.initializers",
     "torch_linear_kernel": "tfbdl.nn.initializers",
     "vgg": "tfbdl.nn.vgg",

@@ -9,18 +9,15 @@ import numpy as np
 
 from tfbdl.errors import InvalidOptionError, ShapeError
 from tfbdl.nn.initializers import torch_bias, torch_linear_kernel
+from tfbdl.validate import positive_int, probability
+
+__all__ = ["TORCH_BN_EPSILON", "TORCH_BN_MOMENTUM", "batch_norm", "image_input", "image_shape", "rate", "too_small",
+           "torch_conv", "torch_dense", "widths"]
 
 # PyTorch's BatchNorm2d defaults: running stats updated with momentum 0.1 (Keras counts the
 # other way: new = momentum * old + (1 - momentum) * batch), epsilon 1e-5.
 TORCH_BN_MOMENTUM = 0.9
 TORCH_BN_EPSILON = 1e-5
-
-
-def positive_int(value, what: str) -> int:
-    """``value`` as an int if it is a positive integer, else InvalidOptionError."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise InvalidOptionError(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def widths(values, what: str, allow_empty: bool = False) -> tuple[int, ...]:
@@ -35,13 +32,7 @@ def widths(values, what: str, allow_empty: bool = False) -> tuple[int, ...]:
 
 def rate(value, what: str) -> float:
     """A dropout rate in [0, 1)."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise InvalidOptionError(f"{what} must be a number in [0, 1), got {value!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise InvalidOptionError(f"{what} must be in [0, 1), got {value!r}")
-    return value
+    return probability(value, what, below_one=True)
 
 
 def image_shape(input_shape, model: str) -> tuple[int, int, int]:

@@ -26,6 +26,7 @@ import keras
 from tfbdl.errors import InvalidOptionError
 from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream, glorot_normal, torch_bias
+from tfbdl.validate import positive_int
 
 __all__ = ["check_fconv_shapes", "fconv"]
 
@@ -62,7 +63,7 @@ def fconv(num_classes: int = 10, input_shape=(28, 28, 1), *, widths=(32, 64), dr
         A built ``keras.Model``: ``float32 [batch, H, W, C] -> logits [batch, num_classes]``;
         58,634 parameters with the defaults on 28x28x1.
     """
-    num_classes = c.positive_int(num_classes, "num_classes")
+    num_classes = positive_int(num_classes, "num_classes")
     channels, widths = check_fconv_shapes(input_shape, widths, "fconv")
     if dropout is None:
         rates = (0.0, 0.0)

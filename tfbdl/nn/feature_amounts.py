@@ -46,6 +46,7 @@ import re
 import numpy as np
 
 from tfbdl.errors import InvalidOptionError
+from tfbdl.seeding import derive_seed
 
 __all__ = [
     "DEFAULT_FAMILY",
@@ -58,6 +59,7 @@ __all__ = [
     "Variant",
     "apportion",
     "build_variant",
+    "early_fraction",
     "enumerate_variants",
     "get_variant",
     "layer_masses",
@@ -65,6 +67,8 @@ __all__ = [
     "reference_widths",
     "sampled_layer_masses",
     "select_spread",
+    "skewnorm_cdf",
+    "skewnorm_pdf",
     "variant_id",
     "variant_widths",
 ]
@@ -81,6 +85,7 @@ SAMPLE_STEP = 0.01
 FAMILIES = ("release", "conv-only")
 DEFAULT_FAMILY = "release"
 _ID_TAG = {"release": "", "conv-only": "conv-"}
+_LAYER_STREAM = 0xFA  # stream key of the per-layer seeds of a re-initialised variant
 _ID = re.compile(r"^d(\d+)-(?:ref|(conv-)?m(-?\d+(?:\.\d+)?)-s(\d+(?:\.\d+)?)-a(-?\d+(?:\.\d+)?))$")
 
 
@@ -388,5 +393,5 @@ def _reinitialise(model, init: str, seed) -> None:
 
     for k, layer in enumerate(l for l in model.layers if isinstance(l, (keras.layers.Conv2D, keras.layers.Dense))):
         kernel = layer.kernel
-        layer_seed = None if seed is None else int(np.random.SeedSequence([int(seed), k, 0xFA]).generate_state(1)[0])
+        layer_seed = None if seed is None else derive_seed(int(seed), k, _LAYER_STREAM, bits=32)
         kernel.assign(_initializer(init, layer_seed)(kernel.shape, kernel.dtype))

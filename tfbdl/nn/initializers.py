@@ -28,14 +28,15 @@ import keras
 import numpy as np
 
 from tfbdl.errors import InvalidOptionError
+from tfbdl.seeding import derive_seed
 
 __all__ = [
     "SeedStream",
-    "torch_linear_kernel",
-    "torch_bias",
-    "he_normal_fan_out",
-    "he_normal_fan_in",
     "glorot_normal",
+    "he_normal_fan_in",
+    "he_normal_fan_out",
+    "torch_bias",
+    "torch_linear_kernel",
 ]
 
 
@@ -43,7 +44,7 @@ class SeedStream:
     """Deterministic per-layer seeds derived from one model seed.
 
     ``SeedStream(seed)()`` returns the next seed: an ``int`` in ``[0, 2**31)`` derived from
-    ``(seed, counter)`` with :class:`numpy.random.SeedSequence`, or ``None`` every time when
+    ``(seed, counter)`` by :func:`tfbdl.seeding.derive_seed`, or ``None`` every time when
     ``seed`` is ``None`` (Keras then draws its own seeds, which ``keras.utils.set_random_seed``
     makes reproducible).
     """
@@ -59,9 +60,9 @@ class SeedStream:
     def __call__(self) -> int | None:
         if self.seed is None:
             return None
-        state = np.random.SeedSequence([self.seed, self._count]).generate_state(1, dtype=np.uint32)[0]
+        seed = derive_seed(self.seed, self._count)
         self._count += 1
-        return int(state) & 0x7FFFFFFF
+        return seed
 
 
 def torch_linear_kernel(seed: int | None = None) -> keras.initializers.Initializer:

@@ -24,6 +24,7 @@ import keras
 from tfbdl.errors import InvalidOptionError
 from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream, he_normal_fan_out
+from tfbdl.validate import positive_int
 
 __all__ = ["lenet5"]
 
@@ -44,7 +45,7 @@ def lenet5(num_classes: int = 10, input_shape=(28, 28, 1), *, conv_widths=(20, 5
         A built functional ``keras.Model``: ``float32 [batch, H, W, C] -> logits [batch, num_classes]``.
         On 28x28x1 with the defaults it has 431,080 parameters.
     """
-    num_classes = c.positive_int(num_classes, "num_classes")
+    num_classes = positive_int(num_classes, "num_classes")
     h, w, ch = c.image_shape(input_shape, "lenet5")
     conv_widths = c.widths(conv_widths, "conv_widths")
     if len(conv_widths) != 2:

@@ -17,6 +17,7 @@ import numpy as np
 from tfbdl.errors import InvalidOptionError, ShapeError
 from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream
+from tfbdl.validate import positive_int
 
 __all__ = ["mlp"]
 
@@ -40,7 +41,7 @@ def mlp(hidden_widths, num_outputs: int = 1, input_shape=(1,), activation: str |
         A built ``keras.Model``: ``float32 [batch, *input_shape] -> [batch, num_outputs]``.
     """
     hidden_widths = c.widths(hidden_widths, "hidden_widths", allow_empty=True)
-    num_outputs = c.positive_int(num_outputs, "num_outputs")
+    num_outputs = positive_int(num_outputs, "num_outputs")
     try:
         shape = tuple(input_shape)
     except TypeError:

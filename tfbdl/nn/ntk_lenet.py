@@ -19,6 +19,7 @@ import keras
 from tfbdl.errors import InvalidOptionError
 from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream
+from tfbdl.validate import positive_int
 
 __all__ = ["ntk_lenet"]
 
@@ -47,7 +48,7 @@ def ntk_lenet(num_outputs: int = 1, input_shape=(32, 32, 3), *, widths=(6, 16, 1
         A built ``keras.Model``: ``float32 [batch, H, W, C] -> [batch, num_outputs]``; layers
         ``conv1, conv2, fc1, fc2, logit``.
     """
-    num_outputs = c.positive_int(num_outputs, "num_outputs")
+    num_outputs = positive_int(num_outputs, "num_outputs")
     h, w, _ = c.image_shape(input_shape, "ntk_lenet")
     widths = c.widths(widths, "widths")
     if len(widths) != 4:

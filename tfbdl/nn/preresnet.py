@@ -31,6 +31,7 @@ import keras
 from tfbdl.errors import InvalidOptionError
 from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream, he_normal_fan_out
+from tfbdl.validate import positive_int
 
 __all__ = ["preresnet", "preresnet20"]
 
@@ -62,7 +63,7 @@ def preresnet(depth: int, num_classes: int = 10, input_shape=(32, 32, 3), *, wid
         PreResNet20 on 32x32x3 with 10 classes: 272,282 trainable parameters (and 1,376
         non-trainable batch-norm statistics).
     """
-    depth = c.positive_int(depth, "depth")
+    depth = positive_int(depth, "depth")
     if depth >= _BOTTLENECK_FROM:
         if (depth - 2) % 9:
             raise InvalidOptionError(f"preresnet depth >= {_BOTTLENECK_FROM} uses bottleneck blocks and must be "
@@ -76,12 +77,12 @@ def preresnet(depth: int, num_classes: int = 10, input_shape=(32, 32, 3), *, wid
             raise InvalidOptionError(f"preresnet depth < {_BOTTLENECK_FROM} uses basic blocks and must be 6n + 2 "
                                      f"(8, 14, 20, 26, 32, 38), got {depth}")
         block, n = "basic", (depth - 2) // 6
-    num_classes = c.positive_int(num_classes, "num_classes")
+    num_classes = positive_int(num_classes, "num_classes")
     h, w, _ = c.image_shape(input_shape, "preresnet")
     widths = c.widths(widths, "widths")
     if len(widths) != 3:
         raise InvalidOptionError(f"preresnet has three stages: widths needs 3 values, got {widths}")
-    stem_width = c.positive_int(stem_width, "stem_width")
+    stem_width = positive_int(stem_width, "stem_width")
     final_h, final_w = -(-h // 4), -(-w // 4)
     if not global_pool and (final_h < 8 or final_w < 8):
         raise c.too_small("preresnet", input_shape, "the reference's 8x8 average pooling needs a last feature "

@@ -40,6 +40,7 @@ import keras
 from tfbdl.errors import InvalidOptionError
 from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream
+from tfbdl.validate import positive_int
 
 __all__ = ["Subsample2D", "resnet18"]
 
@@ -63,7 +64,7 @@ def resnet18(num_classes: int = 10, input_shape=(32, 32, 3), *, widths=(64, 128,
     Returns:
         A built functional ``keras.Model``: ``float32 [batch, H, W, C] -> logits [batch, num_classes]``.
     """
-    num_classes = c.positive_int(num_classes, "num_classes")
+    num_classes = positive_int(num_classes, "num_classes")
     c.image_shape(input_shape, "resnet18")
     widths = c.widths(widths, "widths")
     if len(widths) != 4:
@@ -96,7 +97,7 @@ class Subsample2D(keras.layers.Layer):
 
     def __init__(self, stride: int, **kwargs):
         super().__init__(**kwargs)
-        self.stride = c.positive_int(stride, "stride")
+        self.stride = positive_int(stride, "stride")
 
     def call(self, x):
         return x[:, ::self.stride, ::self.stride, :]

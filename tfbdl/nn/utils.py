@@ -1,5 +1,5 @@
-"""Helpers on built Keras models: parameter counts, the batch-norm layers (for SWA/SWAG) and
-compiled forward passes cached on a model."""
+"""Helpers on built Keras models: parameter counts, the batch-norm layers (for SWA/SWAG),
+compiled forward passes cached on a model, and class probabilities computed batch by batch."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from tfbdl.errors import InvalidOptionError
 
-__all__ = ["count_params", "batch_norm_layers", "cached_function"]
+__all__ = ["batch_norm_layers", "cached_function", "count_params", "softmax_in_batches"]
 
 
 def count_params(model: keras.Model, include_non_trainable: bool = False) -> int:
@@ -69,3 +69,14 @@ def cached_function(model, name: str, function):
         cached = tf.function(function, reduce_retracing=True)
         object.__setattr__(model, name, cached)  # a plain attribute: not tracked as a layer or variable
     return cached
+
+
+def softmax_in_batches(model, x, batch_size: int) -> np.ndarray:
+    """Softmax of ``model(x)`` in inference mode, ``[N, C]`` float64, ``batch_size`` inputs at a
+    time through one compiled forward pass (cached on the model)."""
+    import tensorflow as tf
+
+    forward = cached_function(model, "_tfbdl_softmax",
+                              lambda xb: tf.nn.softmax(model(xb, training=False), axis=-1))
+    outputs = [forward(tf.convert_to_tensor(x[i:i + batch_size])).numpy() for i in range(0, len(x), batch_size)]
+    return np.concatenate(outputs, axis=0).astype(np.float64)

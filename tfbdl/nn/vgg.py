@@ -28,8 +28,9 @@ import keras
 from tfbdl.errors import InvalidOptionError
 from tfbdl.nn import common as c
 from tfbdl.nn.initializers import SeedStream, he_normal_fan_in, he_normal_fan_out
+from tfbdl.validate import positive_int
 
-__all__ = ["vgg", "vgg16", "vgg16_bn", "vgg_layerwise", "vgg_layer_widths", "VGG16_STAGES", "VGG19_STAGES"]
+__all__ = ["VGG16_STAGES", "VGG19_STAGES", "vgg", "vgg16", "vgg16_bn", "vgg_layer_widths", "vgg_layerwise"]
 
 #: Convolution widths of VGG16 (configuration "D"), one tuple per stage; a 2x2 max-pool follows each.
 VGG16_STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -76,7 +77,7 @@ def vgg(widths_per_stage, num_classes: int = 10, input_shape=(32, 32, 3), batch_
     stages = [c.widths(stage, f"stage {i + 1} of widths_per_stage") for i, stage in enumerate(widths_per_stage)]
     if not stages:
         raise InvalidOptionError("widths_per_stage must have at least one stage")
-    num_classes = c.positive_int(num_classes, "num_classes")
+    num_classes = positive_int(num_classes, "num_classes")
     h, w, _ = c.image_shape(input_shape, name)
     dense_widths = c.widths(dense_widths, "dense_widths", allow_empty=True)
     dropout = c.rate(dropout, "dropout")
@@ -149,7 +150,7 @@ def vgg_layer_widths(depth: int = 16, classifier_width: int = 512) -> list[int]:
     ``2 x 64, 2 x 128, k x 256, 2k x 512`` convolutions then ``2 x classifier_width``, with
     ``k = (depth - 7) / 3`` (depth 16 -> 15 widths)."""
     k = _layers_per_block(depth)
-    classifier_width = c.positive_int(classifier_width, "classifier_width")
+    classifier_width = positive_int(classifier_width, "classifier_width")
     return [64] * 2 + [128] * 2 + [256] * k + [512] * (2 * k) + [classifier_width] * 2
 
 
@@ -187,7 +188,7 @@ def vgg_layerwise(layer_widths, num_classes: int = 10, input_shape=(32, 32, 3), 
 
 
 def _layers_per_block(depth) -> int:
-    depth = c.positive_int(depth, "VGG depth")
+    depth = positive_int(depth, "VGG depth")
     if depth < 10 or (depth - 7) % 3:
         raise InvalidOptionError(f"a feature-amounts VGG has depth 7 + 3k (k >= 1: 10, 13, 16, 19, ...), "
                                  f"i.e. {depth - 1} layer widths do not fit; got depth {depth}")

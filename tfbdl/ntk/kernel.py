@@ -62,7 +62,7 @@ from tfbdl import validate
 from tfbdl.errors import InvalidOptionError, ShapeError
 from tfbdl.ntk.empirical import ModelFunction, model_function
 
-__all__ = ["KERNEL_STRATEGIES", "EmpiricalNTKKernel"]
+__all__ = ["EmpiricalNTKKernel", "KERNEL_STRATEGIES"]
 
 #: Strategies of :mod:`tfbdl.ntk.empirical` the kernel can use: those computing per-input-block
 #: features (``ntk_vector`` has none; its blocks are built column chunk by column chunk in Python).
@@ -180,10 +180,10 @@ class EmpiricalNTKKernel(gpflow.kernels.Kernel):
         weights = self._weights()
         fa = self._features(X, weights)
         if X2 is None:
-            values = self._strategy._pair(fa, fa)
+            values = self._strategy.pair(fa, fa)
             values = 0.5 * (values + tf.transpose(values))
         else:
-            values = self._strategy._pair(fa, self._features(X2, weights))
+            values = self._strategy.pair(fa, self._features(X2, weights))
         return self._scaled(values, X)
 
     @inherit_check_shapes

@@ -50,12 +50,18 @@ import numpy as np
 
 from tfbdl.errors import InvalidOptionError, ShapeError
 from tfbdl.ntk.eigen import ntk_eigendecomposition
-from tfbdl.validate import integer
+from tfbdl.seeding import derive_rng, derive_seeds
+from tfbdl.validate import integer, number
 
 __all__ = ["METHODS", "compute_nads", "nad_dataset", "nad_gram"]
 
 #: The estimators of :func:`nad_gram` (see the module docstring).
 METHODS = ("ntk", "gradient")
+
+# Stream keys: the initialisations' seeds, the evaluation point x0, the synthetic NAD datasets.
+_INIT_STREAM = 0x4AD5
+_EVAL_POINT_STREAM = 0xE7A1
+_DATA_STREAM = 0xDA7A
 
 
 def _image_shape(input_shape) -> tuple[int, int, int]:
@@ -70,15 +76,14 @@ def _image_shape(input_shape) -> tuple[int, int, int]:
 
 def _init_seeds(seed: int, num_inits: int) -> list[int]:
     """One 31-bit seed per initialisation, derived from ``seed``."""
-    states = np.random.SeedSequence([seed, 0x4AD5]).generate_state(num_inits, dtype=np.uint32)
-    return [int(s) & 0x7FFFFFFF for s in states]
+    return derive_seeds(seed, _INIT_STREAM, count=num_inits)
 
 
 def _eval_point(shape, eval_std: float, seed: int) -> np.ndarray:
     """``x0 [1, H, W, C]``: zeros, or ``eval_std * N(0, I)`` drawn from ``seed``."""
     if eval_std == 0.0:
         return np.zeros((1, *shape), np.float32)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xE7A1]))
+    rng = derive_rng(seed, _EVAL_POINT_STREAM)
     return (eval_std * rng.standard_normal((1, *shape))).astype(np.float32)
 
 
@@ -289,21 +294,11 @@ def nad_dataset(direction, num: int, *, epsilon: float = 1.0, noise_std: float =
     v = v / norm
     num = integer(num, "num", 1)
     seed = integer(seed, "seed", 0)
-    epsilon, noise_std = _nonnegative(epsilon, "epsilon", positive=True), _nonnegative(noise_std, "noise_std")
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xDA7A]))
+    epsilon, noise_std = number(epsilon, "epsilon", positive=True), number(noise_std, "noise_std", nonnegative=True)
+    rng = derive_rng(seed, _DATA_STREAM)
     labels = rng.integers(0, 2, size=num).astype(np.int64)
     noise = noise_std * rng.standard_normal((num, v.size))
     flat = v.reshape(-1)
     noise -= np.outer(noise @ flat, flat)
     x = (epsilon / 2.0) * (2.0 * labels - 1.0)[:, None] * flat[None, :] + noise
     return x.reshape((num, *v.shape)).astype(np.float32), labels
-
-
-def _nonnegative(value, name: str, positive: bool = False) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        out = float("nan")
-    if isinstance(value, bool) or not np.isfinite(out) or out < 0 or (positive and out == 0):
-        raise InvalidOptionError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-    return out

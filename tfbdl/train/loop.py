@@ -50,7 +50,6 @@ the ``epoch`` column of ``metrics.csv`` is the number of finished epochs (index 
 from __future__ import annotations
 
 import math
-import numbers
 import pathlib
 import re
 import time
@@ -63,7 +62,9 @@ import tensorflow as tf
 from tfbdl.errors import InvalidOptionError, RunDirectoryError, ShapeError
 from tfbdl.io import RunDir, atomic_path
 from tfbdl.progress import progress
-from tfbdl.train.strategy import get_strategy, is_chief
+from tfbdl.seeding import derive_rng, derive_seed
+from tfbdl.train.strategy import get_strategy, is_chief, is_default_strategy
+from tfbdl.validate import integer, number
 
 __all__ = [
     "Callback",
@@ -74,6 +75,7 @@ __all__ = [
 _LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
 _BASE_COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "seconds")
 _CKPT_FORMAT = 1
+_EPOCH_STREAM = 0x7EA1  # stream key of epoch_seed
 
 
 # --------------------------------------------------------------------------- helpers
@@ -85,27 +87,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
     Use it in data factories so that each epoch's order depends on ``(seed, epoch)`` only,
     e.g. ``lambda e: make_dataset(x, y, 128, shuffle=True, seed=epoch_seed(seed, e))``.
     """
-    seed, epoch = _int(seed, "seed", 0), _int(epoch, "epoch", 0)
-    return int(np.random.SeedSequence([seed, epoch, 0x7EA1]).generate_state(1, np.uint32)[0])
-
-
-def _int(value, name: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise InvalidOptionError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if minimum is not None and value < minimum:
-        raise InvalidOptionError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _float(value, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidOptionError(f"{name} must be a number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or (positive and value <= 0) or (nonnegative and value < 0):
-        bound = "> 0" if positive else ">= 0" if nonnegative else "finite"
-        raise InvalidOptionError(f"{name} must be finite and {bound}, got {value!r}")
-    return value
+    seed, epoch = integer(seed, "seed", 0), integer(epoch, "epoch", 0)
+    return derive_seed(seed, epoch, _EPOCH_STREAM, bits=32)
 
 
 class Callback:
@@ -127,10 +110,6 @@ class Callback:
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int, logs: dict) -> dict | None:
         return None
-
-
-def _is_default_strategy(strategy) -> bool:
-    return type(strategy).__name__.startswith("_Default")
 
 
 def _is_integer_dtype(dtype) -> bool:
@@ -238,8 +217,8 @@ class Trainer:
             raise InvalidOptionError(f"loss must be a name or a callable, got {loss!r}")
         self.model = model
         self.loss = loss
-        self.weight_decay = _float(weight_decay, "weight_decay", nonnegative=True)
-        self.micro_batches = _int(micro_batches, "micro_batches", 1)
+        self.weight_decay = number(weight_decay, "weight_decay", nonnegative=True)
+        self.micro_batches = integer(micro_batches, "micro_batches", 1)
         if strategy is None:
             strategy = tf.distribute.get_strategy()
         elif isinstance(strategy, str):
@@ -309,7 +288,7 @@ class Trainer:
         if not self.model.built or not self.model.variables:
             with self.strategy.scope():
                 self.model(sample_x, training=False)
-        if not _is_default_strategy(self.strategy):
+        if not is_default_strategy(self.strategy):
             bad = [v.path for v in self.model.variables
                    if not self.strategy.extended.variable_created_in_scope(v.value)]
             if bad:
@@ -398,13 +377,13 @@ class Trainer:
 
     def _array_dataset(self, x, y, batch_size, epoch, seed, shuffle):
         if shuffle:
-            rng = np.random.default_rng(np.random.SeedSequence([seed, epoch]))
+            rng = derive_rng(seed, epoch)
             order = rng.permutation(x.shape[0])
             x, y = x[order], y[order]
         return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
 
     def _distribute(self, ds):
-        if _is_default_strategy(self.strategy):
+        if is_default_strategy(self.strategy):
             return ds
         if not isinstance(ds, tf.data.Dataset):
             raise InvalidOptionError(
@@ -529,18 +508,18 @@ class Trainer:
         a rerun resumes after the last finished epoch and skips the done ones. Without it,
         training continues from this trainer's own ``epoch``.
         """
-        epochs = _int(epochs, "epochs", 0)
+        epochs = integer(epochs, "epochs", 0)
         callbacks = list(callbacks)
         if seed is not None:
-            seed = _int(seed, "seed", 0)
+            seed = integer(seed, "seed", 0)
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(name)):
             raise InvalidOptionError(f"name {name!r} must be letters, digits, '_', '-' or '.'")
         if keep_checkpoints is not None:
-            keep_checkpoints = _int(keep_checkpoints, "keep_checkpoints", 1)
+            keep_checkpoints = integer(keep_checkpoints, "keep_checkpoints", 1)
         if steps_per_epoch is not None:
-            steps_per_epoch = _int(steps_per_epoch, "steps_per_epoch", 1)
+            steps_per_epoch = integer(steps_per_epoch, "steps_per_epoch", 1)
         if lr_schedule is not None and not callable(lr_schedule):
-            lr_value = _float(lr_schedule, "lr_schedule", positive=True)
+            lr_value = number(lr_schedule, "lr_schedule", positive=True)
             lr_schedule = lambda epoch: lr_value  # noqa: E731
 
         if callable(data):
@@ -555,7 +534,7 @@ class Trainer:
             x, y = self._check_arrays(data)
             if batch_size is None:
                 raise InvalidOptionError("training on arrays needs batch_size")
-            batch_size = _int(batch_size, "batch_size", 1)
+            batch_size = integer(batch_size, "batch_size", 1)
             if shuffle and seed is None:
                 raise InvalidOptionError(
                     "shuffling the arrays needs an explicit seed so runs are reproducible; pass seed=<int>"
@@ -712,7 +691,7 @@ class Trainer:
                 raise ShapeError(f"x must hold examples along axis 0, got shape {arrays.shape}")
         if batch_size is None:
             batch_size = 256
-        return tf.data.Dataset.from_tensor_slices(arrays).batch(_int(batch_size, "batch_size", 1))
+        return tf.data.Dataset.from_tensor_slices(arrays).batch(integer(batch_size, "batch_size", 1))
 
     def evaluate(self, data, batch_size: int | None = None) -> dict:
         """``{"loss": mean per-example loss, "accuracy": argmax accuracy}`` in inference mode.

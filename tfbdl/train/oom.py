@@ -47,7 +47,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfbdl.errors import InvalidOptionError, TfbdlError
-from tfbdl.train.loop import Trainer, _is_default_strategy
+from tfbdl.train.loop import Trainer
+from tfbdl.train.strategy import is_default_strategy
 
 __all__ = ["AdaptiveMicroBatchTrainer", "OutOfMemory", "available_memory_bytes", "estimate_micro_batch",
            "fail_above", "model_memory_bytes"]
@@ -126,7 +127,7 @@ class AdaptiveMicroBatchTrainer(Trainer):
                  strategy=None, verbose: bool = True):
         super().__init__(model, optimizer_factory, loss, weight_decay=weight_decay, micro_batches=1,
                          strategy=strategy)
-        if not _is_default_strategy(self.strategy):
+        if not is_default_strategy(self.strategy):
             raise InvalidOptionError("adaptive micro-batching runs on one device (the default strategy); "
                                      "use Trainer(micro_batches=...) under a distribution strategy")
         for name, value in (("micro_batch", micro_batch), ("min_micro_batch", min_micro_batch)):

@@ -22,25 +22,16 @@ import math
 from typing import Callable
 
 from tfbdl.errors import InvalidOptionError
+from tfbdl.validate import number
 
 __all__ = ["make_sgdr", "sgdr_cycle", "sgdr_restarts", "sgdr_schedule"]
 
 
-def _positive(value, name: str, *, minimum: float = 0.0, open_: bool = True) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise InvalidOptionError(f"{name} must be a number, got {value!r}") from None
-    if isinstance(value, bool) or not math.isfinite(out) or (out <= minimum if open_ else out < minimum):
-        raise InvalidOptionError(f"{name} must be {'>' if open_ else '>='} {minimum:g}, got {value!r}")
-    return out
-
-
 def sgdr_cycle(epoch: float, t_0: float, t_mult: float = 2.0) -> tuple[int, float, float]:
     """``(i, S_i, T_i)``: the index, start epoch and length of the cycle holding ``epoch``."""
-    epoch = _positive(epoch, "epoch", open_=False)
-    t_0 = _positive(t_0, "T_0")
-    t_mult = _positive(t_mult, "T_mult", minimum=1.0, open_=False)
+    epoch = number(epoch, "epoch", nonnegative=True)
+    t_0 = number(t_0, "T_0", positive=True)
+    t_mult = number(t_mult, "T_mult", minimum=1.0)
     if t_mult == 1.0:
         i = int(epoch // t_0)
     else:
@@ -62,12 +53,12 @@ def _start(i: int, t_0: float, t_mult: float) -> float:
 def sgdr_schedule(epoch: float, eta_max: float, t_0: float, t_mult: float = 2.0, eta_min: float = 0.0,
                   per_epoch: bool = False) -> float:
     """The SGDR learning rate at (fractional) ``epoch``; see the module docstring."""
-    eta_max = _positive(eta_max, "eta_max")
-    eta_min = _positive(eta_min, "eta_min", open_=False)
+    eta_max = number(eta_max, "eta_max", positive=True)
+    eta_min = number(eta_min, "eta_min", nonnegative=True)
     if eta_min > eta_max:
         raise InvalidOptionError(f"eta_min ({eta_min}) must not exceed eta_max ({eta_max})")
     if per_epoch:
-        epoch = math.floor(_positive(epoch, "epoch", open_=False))
+        epoch = math.floor(number(epoch, "epoch", nonnegative=True))
     _, start, length = sgdr_cycle(epoch, t_0, t_mult)
     return eta_min + (eta_max - eta_min) * 0.5 * (1.0 + math.cos(math.pi * (epoch - start) / length))
 

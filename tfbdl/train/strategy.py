@@ -17,7 +17,7 @@ import os
 
 from tfbdl.errors import InvalidOptionError
 
-__all__ = ["STRATEGIES", "get_strategy", "is_chief", "parse_tf_config"]
+__all__ = ["STRATEGIES", "get_strategy", "is_chief", "is_default_strategy", "parse_tf_config"]
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -111,3 +111,8 @@ def is_chief(strategy=None) -> bool:
             has_chief = False
         return not has_chief and index == 0
     return False
+
+
+def is_default_strategy(strategy) -> bool:
+    """Whether ``strategy`` is TensorFlow's no-op default strategy (one device, no replication)."""
+    return type(strategy).__name__.startswith("_Default")

@@ -15,6 +15,14 @@ import numpy as np
 
 from tfbdl.errors import DataFormatError, UnsafePickleError
 
+__all__ = [
+    "BatchUnpickler",
+    "batch_to_arrays",
+    "load_batch_pickle",
+    "parse_cifar_archive",
+    "read_tar_members",
+]
+
 # (module, name) pairs a CIFAR batch pickle may reference: how numpy arrays are pickled.
 _ALLOWED_GLOBALS = frozenset(
     (module, name)

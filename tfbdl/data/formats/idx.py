@@ -12,6 +12,8 @@ import numpy as np
 
 from tfbdl.errors import DataFormatError
 
+__all__ = ["IMAGES_MAGIC", "LABELS_MAGIC", "MAX_DIMS", "encode_idx", "parse_idx"]
+
 # IDX element type code -> big-endian numpy dtype.
 _IDX_TYPES = {
     0x08: np.dtype(">u1"),

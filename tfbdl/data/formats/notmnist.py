@@ -12,6 +12,8 @@ import numpy as np
 
 from tfbdl.errors import DataFormatError
 
+__all__ = ["LETTERS", "parse_notmnist_archive", "skipped_note"]
+
 LETTERS = "ABCDEFGHIJ"
 
 
