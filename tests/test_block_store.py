@@ -228,7 +228,7 @@ print(writes.count("part.h5"))
 def test_ntk_resumes_bitwise_after_a_sigkill_between_writing_and_marking(tmp_path):
     """An NTK computation killed right after writing its 3rd block (before marking it), then
     rerun, gives the matrix and file of an uninterrupted run bit for bit."""
-    from tfbdl.ntk.empirical import read_ntk_file
+    from tfbdl.ntk.store import read_ntk_file
 
     x = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)  # blocks 4 + 4 + 2
     np.save(tmp_path / "x.npy", x)

@@ -32,7 +32,7 @@ def _mtimes(folder: Path) -> dict:
 def _check_eigen(run_dir: Path):
     """Orthonormal eigenvectors, descending non-negative eigenvalues that rebuild the stored Gram matrix."""
     from tfbdl.ntk.eigen import load_eigen
-    from tfbdl.ntk.empirical import read_ntk_file
+    from tfbdl.ntk.store import read_ntk_file
 
     eig = load_eigen(run_dir / "compute-ntk" / "eigen.h5")
     values, vectors = eig.eigenvalues, eig.eigenvectors

@@ -13,7 +13,6 @@ from tfbdl.nn import lenet5, mlp
 from tfbdl.ntk import empirical
 from tfbdl.ntk.empirical import (
     STRATEGIES,
-    IncompleteNTKError,
     cast_model,
     choose_strategy,
     clear_strategy_cache,
@@ -22,10 +21,10 @@ from tfbdl.ntk.empirical import (
     ntk_block,
     ntk_vector_block,
     parameter_fingerprint,
-    read_ntk_file,
     strategy_cache,
     vmap_jacobian_block,
 )
+from tfbdl.ntk.store import IncompleteNTKError, read_ntk_file
 
 K = 3  # outputs of the test models
 MLP_SHAPE = (4,)

@@ -15,9 +15,6 @@ import numpy as np
 from tfbdl.errors import DataFormatError, DatasetNotFound, InvalidOptionError, ShapeError
 from tfbdl.validate import integer, probability
 
-# The name tfbdl.data.subsets imports; the check is tfbdl.validate.integer.
-check_int = integer
-
 __all__ = ["check_labels", "corrupt_labels", "load_labels", "save_labels"]
 
 

@@ -9,7 +9,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tfbdl.data.labels import check_int, check_labels
+from tfbdl.data.labels import check_labels
+from tfbdl.validate import integer
 from tfbdl.errors import InvalidOptionError, ShapeError
 
 __all__ = ["allocate_per_class", "balanced_indices", "binary_pair", "first_per_class", "one_hot", "one_vs_all",
@@ -41,8 +42,8 @@ def stratified_indices(labels, per_class: int, seed: int, exclude=None) -> np.nd
     across classes. Raises InvalidOptionError if some class has fewer than ``per_class`` left.
     """
     arr = check_labels(labels)
-    per_class = check_int(per_class, "per_class", 1)
-    seed = check_int(seed, "seed", 0)
+    per_class = integer(per_class, "per_class", 1)
+    seed = integer(seed, "seed", 0)
     n = arr.shape[0]
     allowed = np.ones(n, dtype=bool)
     if exclude is not None:
@@ -120,7 +121,7 @@ def one_vs_all(labels, positive: int, negative_value: int = 0) -> np.ndarray:
     one-vs-all classifiers.
     """
     arr = check_labels(labels)
-    positive = check_int(positive, "positive", 0)
+    positive = integer(positive, "positive", 0)
     if isinstance(negative_value, bool) or negative_value not in (0, -1):
         raise InvalidOptionError(
             f"negative_value must be 0 (0/1 targets) or -1 (+-1 targets), got {negative_value!r}"
@@ -130,7 +131,7 @@ def one_vs_all(labels, positive: int, negative_value: int = 0) -> np.ndarray:
 
 def one_hot(labels, num_classes: int, dtype=np.float64) -> np.ndarray:
     """One-hot matrix ``[N, num_classes]`` of ``dtype`` (float64 for exact GP regression)."""
-    num_classes = check_int(num_classes, "num_classes", 1)
+    num_classes = integer(num_classes, "num_classes", 1)
     arr = check_labels(labels, num_classes)
     out = np.zeros((arr.shape[0], num_classes), dtype=dtype)
     out[np.arange(arr.shape[0]), arr] = 1

@@ -47,12 +47,13 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from tfbdl.dwp.bound import check_vae, draw_seed, split_seed
-from tfbdl.dwp.priors import DeepWeightPrior, StandardNormalPrior, kernel_from_slices
+from tfbdl.dwp.priors import DeepWeightPrior, StandardNormalPrior, kernel_from_slices_tensor
+from tfbdl.dwp.fitting import KLLog
 from tfbdl.errors import InvalidOptionError, ShapeError
 from tfbdl.nn import common as c
 from tfbdl.nn.fconv import check_fconv_shapes
 from tfbdl.nn.initializers import SeedStream, glorot_normal, he_normal_fan_in, torch_bias
-from tfbdl.seeding import derive_seed, stateless_seed
+from tfbdl.seeding import derive_seed
 from tfbdl.validate import integer, positive_int, positive_number
 
 tfd = tfp.distributions
@@ -391,16 +392,6 @@ def reference_adam(learning_rate: float, num_train: int):
                                  epsilon=1e-8 / integer(num_train, "num_train", 1))
 
 
-class _KLLog:
-    """Trainer callback: the KL term at the end of each epoch (a fixed-seed estimate) as ``kl``."""
-
-    def __init__(self, layers, seed: int):
-        self.layers, self.seed = layers, seed
-
-    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> dict:
-        return {"kl": float(kl_total(self.layers, stateless_seed(self.seed, epoch + 1)).numpy())}
-
-
 def fit_bnn(model, x, y, *, epochs: int, batch_size: int, learning_rate: float = 1e-3, seed: int,
             run_dir=None, lr_schedule=None, kl_weight: float = 1.0, name: str = "bnn",
             verbose: bool = False) -> list[dict]:
@@ -445,7 +436,7 @@ def fit_bnn(model, x, y, *, epochs: int, batch_size: int, learning_rate: float =
     trainer = Trainer(model, lambda: reference_adam(learning_rate, num_train), loss=per_example_loss)
     schedule = learning_rate if lr_schedule is None else lr_schedule
     return trainer.fit((x, y), epochs, run_dir=run_dir, lr_schedule=schedule, seed=seed,
-                       batch_size=batch_size, callbacks=[_KLLog(layers, seed)], name=name, verbose=verbose)
+                       batch_size=batch_size, callbacks=[KLLog(layers, seed)], name=name, verbose=verbose)
 
 
 def predict_bnn_proba(model, x, num_samples: int = 10, seed: int = 0, *, batch_size: int = 256) -> np.ndarray:
@@ -483,7 +474,7 @@ def _dwp_kernel(vae, kernel_size: int, in_channels: int, out_channels: int, seed
     z = rng.standard_normal((in_channels * out_channels, latent)).astype(np.float32)
     w_mu = tf.cast(tf.convert_to_tensor(vae.decode(tf.constant(z))[0]), tf.float32)
     w_mu = tf.reshape(w_mu, [-1, kernel_size, kernel_size])
-    return kernel_from_slices(w_mu, in_channels, out_channels).numpy()
+    return kernel_from_slices_tensor(w_mu, in_channels, out_channels).numpy()
 
 
 def _init_vae(name: str, kernel_size: int, vaes, prior):

@@ -53,8 +53,9 @@ class KLLog:
 
     def on_epoch_end(self, trainer, epoch: int, logs: dict) -> dict:
         from tfbdl.dwp.bnn import kl_total
+        from tfbdl.seeding import stateless_seed
 
-        return {"kl": float(kl_total(self.layers, [self.seed & 0x7FFFFFFF, epoch + 1]).numpy())}
+        return {"kl": float(kl_total(self.layers, stateless_seed(self.seed, epoch + 1)).numpy())}
 
 
 def elbo_per_example_loss(layers, num_train: int):

@@ -31,10 +31,10 @@ The log-uniform priors depend on ``alpha = sigma^2 / mu^2`` only; they also offe
 ``kl_log_alpha(log_alpha)``, which a layer that parameterises ``alpha`` directly calls instead.
 
 Kernel layout. A Keras convolution kernel ``[k, k, in, out]`` holds ``in * out`` slices
-``W[:, :, i, o]`` of shape ``[k, k]``. :func:`kernel_slices` transposes it to
+``W[:, :, i, o]`` of shape ``[k, k]``. :func:`kernel_slices_tensor` transposes it to
 ``[out, in, k, k]`` (PyTorch's weight layout) and reshapes to ``[out * in, k, k]``, so slice
 ``o * in + i`` is ``W[:, :, i, o]``, the order of the reference and of
-:func:`tfbdl.dwp.kernel_bank.kernel_slices`; :func:`kernel_from_slices` inverts it.
+:func:`tfbdl.dwp.kernel_bank.kernel_slices`; :func:`kernel_from_slices_tensor` inverts it.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ __all__ = [
     "StandardNormalPrior",
     "TRUNCATED_LOG_UNIFORM_C",
     "TruncatedLogUniformPrior",
-    "kernel_from_slices",
-    "kernel_slices",
+    "kernel_from_slices_tensor",
+    "kernel_slices_tensor",
 ]
 
 #: Constants of Molchanov et al.'s (2017) fit of the log-uniform KL (their eq. 14).
@@ -84,7 +84,7 @@ TRUNCATED_LOG_UNIFORM_C = (1.16145124, -1.50204118, 0.58629921)
 _HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
 
 
-def kernel_slices(kernel) -> tf.Tensor:
+def kernel_slices_tensor(kernel) -> tf.Tensor:
     """``[k, k, in, out] -> [out * in, k, k]`` (slice ``o * in + i`` is ``kernel[:, :, i, o]``)."""
     kernel = tf.convert_to_tensor(kernel)
     if kernel.shape.rank != 4 or kernel.shape[0] != kernel.shape[1]:
@@ -93,8 +93,8 @@ def kernel_slices(kernel) -> tf.Tensor:
     return tf.reshape(tf.transpose(kernel, [3, 2, 0, 1]), [-1, k, k])
 
 
-def kernel_from_slices(slices, in_channels: int, out_channels: int) -> tf.Tensor:
-    """Inverse of :func:`kernel_slices`: ``[out * in, k, k] -> [k, k, in, out]``."""
+def kernel_from_slices_tensor(slices, in_channels: int, out_channels: int) -> tf.Tensor:
+    """Inverse of :func:`kernel_slices_tensor`: ``[out * in, k, k] -> [k, k, in, out]``."""
     slices = tf.convert_to_tensor(slices)
     if slices.shape.rank != 3 or slices.shape[1] != slices.shape[2]:
         raise ShapeError(f"kernel slices must be [n, k, k], got {slices.shape}")
@@ -287,7 +287,7 @@ class DeepWeightPrior(Prior):
             latent_noise = tf.concat([eta, -eta], 1)                       # the mirror of slice i is i + n
         w = mu[None] + tf.exp(log_sigma)[None] * eps                    # [S, k, k, in, out]
         k = int(mu.shape[0])
-        slices = tf.reshape(tf.transpose(w, [0, 4, 3, 1, 2]), [-1, k, k])  # kernel_slices of each draw
+        slices = tf.reshape(tf.transpose(w, [0, 4, 3, 1, 2]), [-1, k, k])  # kernel_slices_tensor of each draw
         bound = dwp_log_prior_bound(vae, slices, self.latent_samples, seeds[1], analytic_kl=self.analytic_kl,
                                     latent_noise=latent_noise)
         return neg_entropy - tf.reduce_sum(bound) / int(eps.shape[0])
@@ -360,7 +360,7 @@ class ImplicitDWP:
         if kernel.shape.rank != 4 or kernel.shape[0] != self.kernel_size or kernel.shape[1] != self.kernel_size:
             k = self.kernel_size
             raise ShapeError(f"this implicit prior takes convolution kernels [{k}, {k}, in, out], got {kernel.shape}")
-        values = estimate(kernel_slices(kernel))                    # [out * in], slice o * in + i
+        values = estimate(kernel_slices_tensor(kernel))                    # [out * in], slice o * in + i
         return tf.transpose(tf.reshape(values, [int(kernel.shape[3]), int(kernel.shape[2])]))
 
     def kernel_log_prob_lower_bound(self, kernel, num_samples: int = 1, seed=None, *,

@@ -2,6 +2,10 @@
 
 A process killed at any instant leaves either the old or the new file at the target path, never
 half of one, and a finished write survives a power cut.
+
+Testing: with the environment variable ``TFBDL_KILL_AT_WRITE=n`` a process kills itself with
+SIGKILL at its ``n``-th atomic write, after the temp file is written and fsynced and before it is
+renamed into place: a crash inside a write. The variable is read once, at the first write.
 """
 
 from __future__ import annotations
@@ -9,10 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pathlib
+import signal
 import tempfile
 from typing import Iterator
 
+from tfbdl.errors import InvalidOptionError
+
 __all__ = [
+    "KILL_AT_WRITE_ENV",
     "PathLike",
     "atomic_path",
     "atomic_write_bytes",
@@ -23,7 +31,13 @@ __all__ = [
 
 PathLike = str | os.PathLike
 
+#: Environment variable: kill the process at its n-th atomic write, before the rename.
+KILL_AT_WRITE_ENV = "TFBDL_KILL_AT_WRITE"
+
 _UMASK: int | None = None
+#: [n] once KILL_AT_WRITE_ENV was read (n None when unset), and the atomic writes made so far.
+_KILL_AT: list[int | None] = []
+_WRITES = 0
 
 
 def _umask() -> int:
@@ -42,6 +56,29 @@ def _umask() -> int:
             _UMASK = os.umask(0o022)
             os.umask(_UMASK)
     return _UMASK
+
+
+def _kill_at_write() -> int | None:
+    """The write number of KILL_AT_WRITE_ENV (None when unset); InvalidOptionError if not a number."""
+    value = os.environ.get(KILL_AT_WRITE_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidOptionError(f"{KILL_AT_WRITE_ENV} must be a whole number of writes, got {value!r}") from None
+
+
+def _count_write() -> None:
+    """Count one atomic write; SIGKILL this process at the one KILL_AT_WRITE_ENV names."""
+    global _WRITES
+    if not _KILL_AT:
+        _KILL_AT.append(_kill_at_write())
+    if _KILL_AT[0] is None:
+        return
+    _WRITES += 1
+    if _WRITES == _KILL_AT[0]:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def fsync_dir(folder: PathLike) -> None:
@@ -84,6 +121,7 @@ def _commit_temp(tmp: pathlib.Path, path: pathlib.Path) -> None:
         mode = 0o666 & ~_umask()
     os.chmod(tmp, mode)
     fsync_file(tmp)
+    _count_write()
     os.replace(tmp, path)
     fsync_dir(path.parent)
 

@@ -64,6 +64,7 @@ from tfbdl.errors import InvalidOptionError, RunDirectoryError, ShapeError, Tfbd
 from tfbdl.io.atomic import atomic_path
 from tfbdl.io.blocks import MAX_CHUNK_BYTES, BlockStore, StoreFormat, create_store, write_layout
 from tfbdl.io.jsonio import canonical_json
+from tfbdl.validate import integer
 
 __all__ = [
     "KERNEL_NAMES",
@@ -128,12 +129,6 @@ class Task:
         return f"{self.matrix}[{r}]" if self.cols is None else f"{self.matrix}[{r}, {self.cols[0]}:{self.cols[1]}]"
 
 
-def _check_int(value: Any, what: str, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InvalidOptionError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _bounds(n: int, block: int) -> list[tuple[int, int]]:
     return [(s, min(s + block, n)) for s in range(0, n, block)]
 
@@ -146,9 +141,9 @@ def plan_tasks(n_train: int, n_test: int, block: int) -> list[Task]:
     diagonal chunks ``block`` long. Together they cover the upper triangle of ``Kxx``, all of
     ``Kxt`` and both diagonals exactly once.
     """
-    n_train = _check_int(n_train, "n_train", 1)
-    n_test = _check_int(n_test, "n_test", 0)
-    block = _check_int(block, "block", 1)
+    n_train = integer(n_train, "n_train", 1)
+    n_test = integer(n_test, "n_test", 0)
+    block = integer(block, "block", 1)
     train, test = _bounds(n_train, block), _bounds(n_test, block)
     tasks = [Task("Kxx", r, c) for i, r in enumerate(train) for c in train[i:]]
     tasks += [Task("Kxt", r, c) for r in train for c in test]
@@ -164,7 +159,7 @@ def _check_shard(shard: Any) -> tuple[int, int]:
         index, count = shard
     except (TypeError, ValueError):
         raise InvalidOptionError(f"shard must be (index, count) or 'i/n', got {shard!r}") from None
-    count = _check_int(count, "the number of shards", 1)
+    count = integer(count, "the number of shards", 1)
     if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)) or not 0 <= index < count:
         raise InvalidOptionError(
             f"shard index {index!r} is out of range for {count} shard(s): shards are numbered "
@@ -368,7 +363,7 @@ def compute_kernel_file(
     the path of the file written.
     """
     X_train, X_test = _check_inputs(X_train, X_test)
-    block = _check_int(block, "block", 1)
+    block = integer(block, "block", 1)
     index, count = _check_shard(shard)
     dtype = _check_store_dtype(store_dtype)
     if block * block * dtype.itemsize > MAX_CHUNK_BYTES:

@@ -9,17 +9,53 @@ eigenfunctions and neural anisotropy directions (Ortiz-Jiménez, Moosavi-Dezfool
   (:class:`tfbdl.ntk.kernel.EmpiricalNTKKernel`, also ``tfbdl.ntk.EmpiricalNTKKernel``), for
   ``GPR`` / ``SVGP``; it reads the model's weights at every evaluation.
 
-Importing this package is cheap; TensorFlow is imported by the submodules that need it, so
-import them directly (``from tfbdl.ntk.empirical import compute_ntk``). The names exported here
-(``EmpiricalNTKKernel``) load their submodule on first use.
+- :mod:`tfbdl.ntk.linearize`, :mod:`tfbdl.ntk.eigen`, :mod:`tfbdl.ntk.nads`,
+  :mod:`tfbdl.ntk.spectral`: linearised models, the NTK's eigenfunctions as tasks, NADs, and the
+  spectral summaries (low-frequency energy, alignment) of the paper's figures.
+- :mod:`tfbdl.ntk.store`: the resumable NTK file.
+
+Importing this package is cheap: the names exported here load their submodule (and TensorFlow)
+on first use (``from tfbdl.ntk import compute_ntk``).
 """
 
 from tfbdl.lazy import lazy_exports
 
-__all__ = ["EmpiricalNTKKernel", "alignment_change", "eigenbasis_energies", "low_frequency_energy"]
+_LAZY = {
+    "EmpiricalNTKKernel": "tfbdl.ntk.kernel",
+    "IncompleteNTKError": "tfbdl.ntk.store",
+    "KERNEL_STRATEGIES": "tfbdl.ntk.kernel",
+    "LinearizedModel": "tfbdl.ntk.linearize",
+    "METHODS": "tfbdl.ntk.nads",
+    "ModelFunction": "tfbdl.ntk.empirical",
+    "NTKEigen": "tfbdl.ntk.eigen",
+    "STRATEGIES": "tfbdl.ntk.empirical",
+    "alignment": "tfbdl.ntk.eigen",
+    "alignment_change": "tfbdl.ntk.spectral",
+    "binary_labels": "tfbdl.ntk.eigen",
+    "cast_model": "tfbdl.ntk.empirical",
+    "choose_strategy": "tfbdl.ntk.empirical",
+    "compute_nads": "tfbdl.ntk.nads",
+    "compute_ntk": "tfbdl.ntk.empirical",
+    "eigenbasis_energies": "tfbdl.ntk.spectral",
+    "eigenfunction_labels": "tfbdl.ntk.eigen",
+    "fix_signs": "tfbdl.ntk.eigen",
+    "jacobian_block": "tfbdl.ntk.empirical",
+    "linearize": "tfbdl.ntk.linearize",
+    "load_eigen": "tfbdl.ntk.eigen",
+    "low_frequency_energy": "tfbdl.ntk.spectral",
+    "model_function": "tfbdl.ntk.empirical",
+    "nad_dataset": "tfbdl.ntk.nads",
+    "nad_gram": "tfbdl.ntk.nads",
+    "ntk_block": "tfbdl.ntk.empirical",
+    "ntk_eigendecomposition": "tfbdl.ntk.eigen",
+    "ntk_vector_block": "tfbdl.ntk.empirical",
+    "parameter_fingerprint": "tfbdl.ntk.empirical",
+    "read_ntk_file": "tfbdl.ntk.store",
+    "save_eigen": "tfbdl.ntk.eigen",
+    "vmap_jacobian_block": "tfbdl.ntk.empirical",
+}
 
-_LAZY = {"EmpiricalNTKKernel": "tfbdl.ntk.kernel", "alignment_change": "tfbdl.ntk.spectral",
-         "eigenbasis_energies": "tfbdl.ntk.spectral", "low_frequency_energy": "tfbdl.ntk.spectral"}
+__all__ = sorted(_LAZY)
 
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -74,20 +74,18 @@ import tensorflow as tf
 
 from tfbdl import validate
 from tfbdl.errors import InvalidOptionError, ShapeError
+from tfbdl.shapes import declare_shapes
 from tfbdl.ntk.store import (
     DATASET,
-    IncompleteNTKError,
     check_metadata,
     inputs_fingerprint,
     open_store,
     read_metadata,
-    read_ntk_file,
 )
 
 __all__ = [
     "PROBE_SIZE",
     "STRATEGIES",
-    "IncompleteNTKError",
     "ModelFunction",
     "cast_model",
     "choose_strategy",
@@ -98,7 +96,6 @@ __all__ = [
     "ntk_block",
     "ntk_vector_block",
     "parameter_fingerprint",
-    "read_ntk_file",
     "strategy_cache",
     "vmap_jacobian_block",
 ]
@@ -457,6 +454,11 @@ class _Jacobian(_Strategy):
     def features(self, x):
         return self._features(self.mf.params, self.mf.state, x)
 
+    def features_at(self, params, state, x):
+        """The features at explicit weights ``params`` and model ``state`` (a GPflow kernel reads the
+        model's current weights on every call): ``[n, K, P]``."""
+        return self._features(params, state, x)
+
     def pair(self, fa, fb):
         return self._pair(fa, fb)
 
@@ -479,6 +481,11 @@ class _VmapJacobian(_Strategy):
 
     def features(self, x):
         return self._features(self.mf.params, self.mf.state, x)
+
+    def features_at(self, params, state, x):
+        """The features at explicit weights ``params`` and model ``state``: one ``[n, K, *shape]``
+        tensor per parameter."""
+        return self._features(params, state, x)
 
     def pair(self, fa, fb):
         return self._pair(fa, fb)
@@ -546,6 +553,7 @@ def _block(model, xa, xb, strategy: str, dtype: str, output) -> np.ndarray:
     return _unflatten(values, mf)
 
 
+@declare_shapes("xa: [a, ...]", "xb: [b, ...]")  # returns [a, b], or [a*K, b*K] for output="full"
 def jacobian_block(model, xa, xb=None, *, dtype: str = "float32", output: str | int = "trace") -> np.ndarray:
     """One NTK block ``Θ(xa, xb)`` by the reference ``tape.jacobian`` strategy.
 
@@ -555,16 +563,19 @@ def jacobian_block(model, xa, xb=None, *, dtype: str = "float32", output: str | 
     return _block(model, xa, xb, "jacobian", dtype, output)
 
 
+@declare_shapes("xa: [a, ...]", "xb: [b, ...]")  # returns [a, b], or [a*K, b*K] for output="full"
 def vmap_jacobian_block(model, xa, xb=None, *, dtype: str = "float32", output: str | int = "trace") -> np.ndarray:
     """One NTK block from per-example Jacobians (``tf.vectorized_map``); as :func:`jacobian_block`."""
     return _block(model, xa, xb, "vmap_jacobian", dtype, output)
 
 
+@declare_shapes("xa: [a, ...]", "xb: [b, ...]")  # returns [a, b], or [a*K, b*K] for output="full"
 def ntk_vector_block(model, xa, xb=None, *, dtype: str = "float32", output: str | int = "trace") -> np.ndarray:
     """One NTK block built column by column from JVPs of VJPs; as :func:`jacobian_block`."""
     return _block(model, xa, xb, "ntk_vector", dtype, output)
 
 
+@declare_shapes("xa: [a, ...]", "xb: [b, ...]")  # returns [a, b], or [a*K, b*K] for output="full"
 def ntk_block(model, xa, xb=None, *, strategy: str = "vmap_jacobian", dtype: str = "float32",
               output: str | int = "trace") -> np.ndarray:
     """One NTK block ``Θ(xa, xb)`` by the named strategy (``[a, b]`` or ``[a, b, K, K]``)."""
@@ -705,6 +716,7 @@ def _symmetrise(values: np.ndarray) -> np.ndarray:
     return values
 
 
+@declare_shapes("x: [n, ...]", "x2: [m, ...]")  # returns [n, m] ([n, n] without x2), times K with output="full"
 def compute_ntk(model, x, x2=None, *, block_size: int, strategy: str = "auto", dtype: str = "float32",
                 output: str | int = "trace", path=None, progress: bool = True) -> np.ndarray:
     """The empirical NTK ``Θ(x, x2)`` of ``model`` at its current parameters, block by block.

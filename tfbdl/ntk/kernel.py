@@ -166,7 +166,7 @@ class EmpiricalNTKKernel(gpflow.kernels.Kernel):
 
     def _features(self, X, weights):
         params, state = weights
-        return self._strategy._features(params, state, self._inputs(X))
+        return self._strategy.features_at(params, state, self._inputs(X))
 
     def _scaled(self, values: tf.Tensor, X) -> tf.Tensor:
         """``variance * values`` in the inputs' floating dtype (GPflow's float for integer inputs)."""

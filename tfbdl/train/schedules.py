@@ -19,6 +19,7 @@ import math
 from typing import Callable, Sequence
 
 from tfbdl.errors import InvalidOptionError
+from tfbdl.validate import number
 
 __all__ = [
     "SCHEDULES",
@@ -31,30 +32,14 @@ __all__ = [
 ]
 
 
-def _number(value, name: str, *, positive: bool = False, nonnegative: bool = False) -> float:
-    if isinstance(value, bool):
-        raise InvalidOptionError(f"{name} must be a number, got {value!r}")
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise InvalidOptionError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise InvalidOptionError(f"{name} must be finite, got {value!r}")
-    if positive and out <= 0:
-        raise InvalidOptionError(f"{name} must be > 0, got {value!r}")
-    if nonnegative and out < 0:
-        raise InvalidOptionError(f"{name} must be >= 0, got {value!r}")
-    return out
-
-
 def _epoch(epoch) -> float:
-    return _number(epoch, "epoch", nonnegative=True)
+    return number(epoch, "epoch", nonnegative=True)
 
 
 def constant_schedule(epoch: float, lr: float) -> float:
     """``lr`` at every epoch."""
     _epoch(epoch)
-    return _number(lr, "lr", positive=True)
+    return number(lr, "lr", positive=True)
 
 
 def step_schedule(epoch: float, lr_init: float, milestones: Sequence[float], gamma: float = 0.1) -> float:
@@ -64,10 +49,10 @@ def step_schedule(epoch: float, lr_init: float, milestones: Sequence[float], gam
     [100, 150), ``lr_init * gamma**2`` from 150 on (as torch's MultiStepLR).
     """
     epoch = _epoch(epoch)
-    lr_init = _number(lr_init, "lr_init", positive=True)
-    gamma = _number(gamma, "gamma", positive=True)
+    lr_init = number(lr_init, "lr_init", positive=True)
+    gamma = number(gamma, "gamma", positive=True)
     try:
-        marks = [_number(m, "milestone", nonnegative=True) for m in milestones]
+        marks = [number(m, "milestone", nonnegative=True) for m in milestones]
     except TypeError:
         raise InvalidOptionError(f"milestones must be a list of epochs, got {milestones!r}") from None
     if marks != sorted(marks):
@@ -81,9 +66,9 @@ def cosine_schedule(epoch: float, lr_init: float, epochs: float, lr_min: float =
     ``lr_min + (lr_init - lr_min) * (1 + cos(pi * min(epoch, epochs) / epochs)) / 2``.
     """
     epoch = _epoch(epoch)
-    lr_init = _number(lr_init, "lr_init", positive=True)
-    epochs = _number(epochs, "epochs", positive=True)
-    lr_min = _number(lr_min, "lr_min", nonnegative=True)
+    lr_init = number(lr_init, "lr_init", positive=True)
+    epochs = number(epochs, "epochs", positive=True)
+    lr_min = number(lr_min, "lr_min", nonnegative=True)
     t = min(epoch, epochs) / epochs
     return lr_min + (lr_init - lr_min) * 0.5 * (1.0 + math.cos(math.pi * t))
 
@@ -92,8 +77,8 @@ def linear_schedule(epoch: float, lr_init: float, epochs: float) -> float:
     """The deep weight prior release's ``lr_linear``: ``lr_init * (1 - floor(epoch) / epochs)``,
     constant within an epoch and 0 from ``epochs`` on."""
     epoch = _epoch(epoch)
-    lr_init = _number(lr_init, "lr_init", positive=True)
-    epochs = _number(epochs, "epochs", positive=True)
+    lr_init = number(lr_init, "lr_init", positive=True)
+    epochs = number(epochs, "epochs", positive=True)
     return lr_init * max(0.0, 1.0 - math.floor(epoch + 1e-9) / epochs)
 
 
@@ -122,19 +107,19 @@ def swag_schedule(epoch: float, lr_init: float, swa_lr: float | None, swa_start:
     the reference.
     """
     epoch = _epoch(epoch)
-    lr_init = _number(lr_init, "lr_init", positive=True)
+    lr_init = number(lr_init, "lr_init", positive=True)
     if epochs is not None:
-        epochs = _number(epochs, "epochs", positive=True)
+        epochs = number(epochs, "epochs", positive=True)
     if swa_start is None:
         if epochs is None:
             raise InvalidOptionError("swag_schedule without swa_start needs epochs (the SGD budget)")
         t = epoch / epochs
         lr_ratio = 0.01
     else:
-        swa_start = _number(swa_start, "swa_start", positive=True)
+        swa_start = number(swa_start, "swa_start", positive=True)
         if swa_lr is None:
             raise InvalidOptionError("swag_schedule with swa_start needs swa_lr")
-        swa_lr = _number(swa_lr, "swa_lr", positive=True)
+        swa_lr = number(swa_lr, "swa_lr", positive=True)
         t = epoch / swa_start
         lr_ratio = swa_lr / lr_init
     if t <= 0.5:
