@@ -19,7 +19,7 @@ from tfbdl.data.subsets import allocate_per_class, stratified_splits
 from tfbdl.dwp.fitting import accuracy_table
 from tfbdl.errors import InvalidOptionError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tfbdl(*args):

@@ -8,7 +8,7 @@ import pytest
 
 gpflow = pytest.importorskip("gpflow")
 
-from tests import kernel_reference as ref  # noqa: E402
+from tests.kernels import kernel_reference as ref  # noqa: E402
 from tfbdl.errors import InvalidOptionError, ShapeError  # noqa: E402
 from tfbdl.kernels import (  # noqa: E402
     BranchSum, Conv2d, ConvNetKernel, Erf, Readout, ReLU, ResidualBlock, Sequential, paper_kernel, paper_network,

@@ -11,7 +11,7 @@ import pytest
 
 from tfbdl.cli import feature_amounts as fa_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tfbdl(*args):

@@ -12,7 +12,7 @@ from tfbdl.cli.bdl.rethinking_data import binary_labels, parse_classes, parse_fr
 from tfbdl.errors import InvalidOptionError
 from tfbdl.train.weight_decay import prior_precision
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tfbdl(*args):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 FIGURES = ("ntk_spectrum.png", "eigenfunction_accuracy.png", "ntk_alignment.png", "nads.png", "nad_spectrum.png",
            "nad_accuracy.png", "pretrained_ntk_comparison.png", "cifar2_curves.png")

@@ -18,8 +18,8 @@ from tfbdl.dwp.priors import (  # noqa: E402
     DeepWeightPrior,
     LogUniformPrior,
     StandardNormalPrior,
-    kernel_from_slices,
-    kernel_slices,
+    kernel_from_slices_tensor,
+    kernel_slices_tensor,
 )
 from tfbdl.errors import InvalidOptionError, ShapeError  # noqa: E402
 
@@ -179,14 +179,14 @@ def test_bad_inputs_raise_named_errors():
 
 def test_kernel_slices_order_and_inverse():
     kernel = np.arange(3 * 3 * 2 * 4, dtype=np.float32).reshape(3, 3, 2, 4)
-    slices = kernel_slices(kernel).numpy()
+    slices = kernel_slices_tensor(kernel).numpy()
     assert slices.shape == (8, 3, 3)
     for o in range(4):
         for i in range(2):
             np.testing.assert_array_equal(slices[o * 2 + i], kernel[:, :, i, o])
-    np.testing.assert_array_equal(kernel_from_slices(slices, 2, 4).numpy(), kernel)
+    np.testing.assert_array_equal(kernel_from_slices_tensor(slices, 2, 4).numpy(), kernel)
     with pytest.raises(ShapeError):
-        kernel_slices(np.zeros((3, 4, 1, 1)))
+        kernel_slices_tensor(np.zeros((3, 4, 1, 1)))
 
 
 @pytest.mark.parametrize("antithetic", [False, True])
@@ -200,7 +200,7 @@ def test_deep_weight_prior_kl_matches_the_exact_gaussian_kl(antithetic):
     cov_inv = np.linalg.inv(vae.cov)
     _, logdet = np.linalg.slogdet(vae.cov)
     exact = 0.0
-    for m, ls in zip(kernel_slices(mu).numpy().reshape(6, -1), kernel_slices(log_sigma).numpy().reshape(6, -1)):
+    for m, ls in zip(kernel_slices_tensor(mu).numpy().reshape(6, -1), kernel_slices_tensor(log_sigma).numpy().reshape(6, -1)):
         var = np.exp(2 * ls)
         exact += 0.5 * (np.sum(np.diag(cov_inv) * var) + (m - vae.b) @ cov_inv @ (m - vae.b) - 4
                         + logdet - np.sum(np.log(var)))
@@ -230,8 +230,8 @@ def test_antithetic_pairs_give_the_exact_gradient_for_the_exact_posterior():
     rng = np.random.default_rng(3)
     shape = (2, 2, 1, 3)
     mu, log_sigma = 0.3 * rng.standard_normal(shape), np.full(shape, np.log(0.2))
-    flat_mu = kernel_slices(mu).numpy().reshape(3, -1)
-    exact = kernel_from_slices(((flat_mu - vae.b) @ np.linalg.inv(vae.cov)).reshape(3, 2, 2), 1, 3).numpy()
+    flat_mu = kernel_slices_tensor(mu).numpy().reshape(3, -1)
+    exact = kernel_from_slices_tensor(((flat_mu - vae.b) @ np.linalg.inv(vae.cov)).reshape(3, 2, 2), 1, 3).numpy()
     antithetic = DeepWeightPrior(vae, analytic_kl=False, antithetic=True)
     plain = DeepWeightPrior(vae, analytic_kl=False)
     for seed in range(3):

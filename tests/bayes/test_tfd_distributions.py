@@ -19,7 +19,7 @@ tf = pytest.importorskip("tensorflow")
 tfp = pytest.importorskip("tensorflow_probability")
 scipy_stats = pytest.importorskip("scipy.stats")
 
-from tests.test_dwp_bound import LinearGaussianVAE, _slices  # noqa: E402
+from tests.dwp.test_dwp_bound import LinearGaussianVAE, _slices  # noqa: E402
 from tfbdl.bayes.hmc import bnn_log_prob, predict_bnn  # noqa: E402
 from tfbdl.bayes.vi import MeanFieldVIResult, fit_mean_field_vi, mean_field_surrogate  # noqa: E402
 from tfbdl.dwp.bnn import BayesConv2D, BayesDense  # noqa: E402

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import release_dir
-from tests.release_dwp_oracle import load_state_dict, np_fconv_det, np_kl_dwp
+from tests.dwp.release_dwp_oracle import load_state_dict, np_fconv_det, np_kl_dwp
 
 tf = pytest.importorskip("tensorflow")
 

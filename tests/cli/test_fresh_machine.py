@@ -13,7 +13,7 @@ import pytest
 from tfbdl.cli.registry import EXPERIMENTS
 from tfbdl.cli.run_all import data_used_section, run_data_notes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

@@ -76,7 +76,7 @@ def test_embedded_subsets_are_reproducible_from_the_full_data(shared_data_dir, m
     from pathlib import Path
 
     monkeypatch.setenv("TFBDL_DATA_DIR", str(shared_data_dir))
-    script = Path(__file__).resolve().parents[1] / "scripts" / "build_embedded_subsets.py"
+    script = Path(__file__).resolve().parents[2] / "scripts" / "build_embedded_subsets.py"
     spec = importlib.util.spec_from_file_location("build_embedded_subsets", script)
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)

@@ -18,7 +18,7 @@ from tfbdl.cli.registry import EXPERIMENTS
 from tfbdl.cli.run_all import write_report
 from tfbdl.io import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BY_NAME = {e.name: e for e in EXPERIMENTS}
 SUBSET = {"requested": "cifar10", "requested_split": "train", "dataset": "fashion_mnist", "split": "train",
           "source": "embedded subset", "reason": "CIFAR-10 is absent", "scale": "smoke"}

@@ -12,7 +12,7 @@ import pytest
 from tfbdl.cli.convnet_gp import parse_sizes, projection, training_pool
 from tfbdl.errors import InvalidOptionError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_training_pool_is_the_references_when_the_official_images_are_there():

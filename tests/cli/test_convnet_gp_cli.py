@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = ["--n-train", "60", "--n-test", "40", "--block", "20", "--scale", "tiny"]
 
 

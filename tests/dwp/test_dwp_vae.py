@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import release_dir
-from tests.release_dwp_oracle import (
+from tests.dwp.release_dwp_oracle import (
     np_conv2d, np_conv_transpose2d, np_normal_log_prob, np_release_decode, np_release_encode)
 
 tf = pytest.importorskip("tensorflow")

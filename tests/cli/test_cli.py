@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from tfbdl.cli.main import cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _tfbdl(*args, env_extra=None, cwd=None):
