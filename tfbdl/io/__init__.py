@@ -14,6 +14,7 @@ Every public name of these modules is importable from ``tfbdl.io`` too.
 """
 
 from tfbdl.io.atomic import (
+    KILL_AT_WRITE_ENV,
     PathLike,
     atomic_path,
     atomic_write_bytes,
@@ -45,6 +46,7 @@ from tfbdl.io.rundir import RunDir
 __all__ = [
     "BlockStore",
     "CRASH_AFTER_ENV",
+    "KILL_AT_WRITE_ENV",
     "MAX_CHUNK_BYTES",
     "PathLike",
     "RunDir",

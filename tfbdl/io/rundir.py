@@ -148,7 +148,7 @@ class RunDir:
         """True if ``path`` holds a run of ``config``; False if it is an empty folder; else raise."""
         cfg_file = path / "config.json"
         if not cfg_file.exists():
-            if any(path.iterdir()):
+            if any(not _is_temporary(p) for p in path.iterdir()):
                 raise RunDirectoryError(
                     f"{path} exists but has no config.json, so it is not a tfbdl run to resume; "
                     "rerun with --no-resume (the folder is moved aside) or choose another --out"
@@ -302,3 +302,9 @@ class RunDir:
     def is_complete(self) -> bool:
         """True once :meth:`finish` ran."""
         return self.is_done(_COMPLETE)
+
+
+def _is_temporary(path: pathlib.Path) -> bool:
+    """A hidden temporary file of an atomic write (``.name.*.tmp.ext``): a kill can leave one
+    behind, and it holds no result."""
+    return path.name.startswith(".") and ".tmp" in path.name

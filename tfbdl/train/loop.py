@@ -72,6 +72,11 @@ __all__ = [
     "epoch_seed",
 ]
 
+def _loss_name(loss) -> str:
+    """A loss callable's name for the checkpoint record (no memory address, so reruns agree)."""
+    return getattr(loss, "__qualname__", None) or type(loss).__qualname__
+
+
 _LOSSES = ("sparse_categorical_crossentropy", "categorical_crossentropy")
 _BASE_COLUMNS = ("epoch", "lr", "train_loss", "train_accuracy", "seconds")
 _CKPT_FORMAT = 1
@@ -467,21 +472,26 @@ class Trainer:
                 state[name] = arrays[f"callback_{entry['index']:03d}_{k:04d}"]
             cb.load_state(state)
 
-    def _sync_metrics(self, history: list[dict], metrics_file: str) -> None:
-        """Make the CSV log hold exactly the rows of ``history`` (the checkpoint's)."""
+    def _sync_metrics(self, history: list[dict], metrics_file: str, name: str) -> None:
+        """Make the CSV log hold exactly the rows of ``history`` (the checkpoint's) and mark every
+        epoch of it done: a kill between the checkpoint and these records loses neither."""
         run_dir = self.run_dir
         rows = run_dir.read_metrics_rows(metrics_file)
         logged = [r.get("epoch") for r in rows]
         wanted = [r["epoch"] for r in history]
         if logged == wanted:
-            return
-        if logged == wanted[: len(logged)]:
+            missing = []
+        elif logged == wanted[: len(logged)]:
             missing = history[len(logged):]
         else:  # rows past the checkpoint, or out of order: rebuild from the checkpoint
             run_dir.file(metrics_file).unlink(missing_ok=True)
             missing = history
         for row in missing:
             run_dir.append_metrics_row(row, metrics_file)
+        for row in history:
+            key = f"{name}/epoch-{row['epoch']}"
+            if not run_dir.is_done(key):
+                run_dir.mark_done(key, row)
 
     # ------------------------------------------------------------------ fit
 
@@ -558,7 +568,8 @@ class Trainer:
                     "resume with the same seed or rerun with --no-resume"
                 )
             start = int(meta["epoch"])
-            history = list(meta.get("history", []))
+            columns = meta.get("columns") or []  # the rows' column order (the JSON keys are sorted)
+            history = [{**{k: r[k] for k in columns if k in r}, **r} for r in meta.get("history", [])]
             if start > epochs:
                 raise RunDirectoryError(
                     f"{ckpt.json_path} has already {start} epochs, more than the {epochs} asked; "
@@ -581,7 +592,7 @@ class Trainer:
             self.global_step = int(meta.get("global_step", 0))
             self.epoch = start
             if ckpt.write:
-                self._sync_metrics(history, metrics_file)
+                self._sync_metrics(history, metrics_file, name)
         if self._train_fn is None:
             self._train_fn = self._make_train_fn()
 
@@ -594,9 +605,9 @@ class Trainer:
                 meta, arrays = self._collect_state(callbacks)
                 meta.update({
                     "format": _CKPT_FORMAT, "epoch": epoch + 1, "global_step": self.global_step,
-                    "seed": seed, "history": history,
+                    "seed": seed, "history": history, "columns": list(row),
                     "trainer": {"weight_decay": self.weight_decay, "micro_batches": self.micro_batches,
-                                "loss": self.loss if isinstance(self.loss, str) else repr(self.loss)},
+                                "loss": self.loss if isinstance(self.loss, str) else _loss_name(self.loss)},
                 })
                 ckpt.save(epoch + 1, meta, arrays)
                 if ckpt.write:

@@ -67,7 +67,8 @@ def run_sweep(*, preset: Preset, scale: str, out: str, data_dir, seed: int, resu
     run.record_data(provenance)
     for k, variant in enumerate(variants[shard[0]::shard[1]]):
         key = f"variant/{variant.id}"
-        if run.is_done(key):
+        if run.is_done(key):  # also drops checkpoints a kill left between the mark and their removal
+            shutil.rmtree(run.path / "checkpoints" / variant.id, ignore_errors=True)
             continue
         click.echo(f"variant {variant.id} ({k + 1}/{len(variants[shard[0]::shard[1]])}): widths "
                    f"{' '.join(map(str, variant.widths))}", err=True)
