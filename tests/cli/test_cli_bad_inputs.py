@@ -104,6 +104,8 @@ CASES = [
     ("linearized train-cifar2 --pair 3 10", ["'--pair'", "10 is not in the range 0<=x<=9"]),
     # sizes typed as plain integers, checked by the command before anything is imported
     ("convnet-gp save-kernels --n-train 0", ["--n-train must be >= 1"]),
+    ("convnet-gp finite-width --widths abc", ["'--widths'", "must be comma-separated channel counts >= 1"]),
+    ("convnet-gp finite-width --draws 6 --replicates 4", ["--draws 6 must be a multiple of --replicates 4"]),
     ("convnet-gp save-kernels --n-train -5", ["--n-train must be >= 1"]),
     ("convnet-gp save-kernels --n-test -1", ["--n-test must be >= 1"]),
     ("convnet-gp run --block 0", ["--block must be >= 1"]),

@@ -37,6 +37,9 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("convnet-gp-search", ("convnet-gp", "search"),
                "Deep Convolutional Networks as shallow Gaussian Processes: random hyperparameter search, "
                "marginal-likelihood optimisation", "tfbdl.cli.convnet_gp:resolve_search_data"),
+    Experiment("convnet-gp-finite-width", ("convnet-gp", "finite-width"),
+               "Deep Convolutional Networks as shallow Gaussian Processes: random finite CNNs against the "
+               "infinite-width GP", "tfbdl.cli.convnet_gp.finite_width:resolve_data"),
     Experiment("bdl-swag", ("bdl", "swag"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: SGD vs SWA vs SWAG",
                "tfbdl.cli.bdl.swag:resolve_data"),

@@ -19,6 +19,7 @@ _LAYERS = ("AffineLayer", "AvgPool2d", "BranchSum", "Conv2d", "Erf", "GlobalAvgP
 _LAZY = {
     **{name: "tfbdl.kernels.layers" for name in _LAYERS},
     **{name: "tfbdl.kernels.convnet_kernel" for name in ("ConvNetKernel", "KINDS", "convnet_ntk")},
+    **{name: "tfbdl.kernels.finite" for name in ("RandomNetworks", "draw_keys", "finite_network", "limit_mismatch")},
     **{name: "tfbdl.kernels.presets" for name in ("PAPER_KERNELS", "convnet_gp", "paper_kernel", "paper_network",
                                                   "residual_cnn_gp", "resnet_gp")},
 }

@@ -14,6 +14,7 @@ from tfbdl.cli.convnet_gp.curve import classify_size, parse_sizes, run_learning_
 from tfbdl.cli.convnet_gp.data import (load_curve_inputs, load_inputs, resolve_data, resolve_search_data,
                                        training_pool)
 from tfbdl.cli.convnet_gp.experiment import run_experiment
+from tfbdl.cli.convnet_gp.finite_width import finite_width_command  # noqa: F401 (registers finite-width)
 from tfbdl.cli.convnet_gp.kernels import merge_shards, save_kernels
 from tfbdl.cli.convnet_gp.presets import (CURVE_PRESETS, KERNEL_NAMES, PAPER_TEST_ERROR, PRESETS, SEARCH_PRESETS,
                                           CurvePreset, Preset, SearchPreset, resolve)
