@@ -65,6 +65,13 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("bdl-rethinking-generalization", ("bdl", "rethinking-generalization"),
                "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: rethinking "
                "generalization (corrupted labels)", "tfbdl.cli.bdl.rethinking:resolve_data"),
+    Experiment("bdl-posterior-adaptivity", ("bdl", "posterior-adaptivity"),
+               "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: prior draws, the prior "
+               "predictive and SGLD posterior samples after 10, 100, 1,000 examples per class",
+               "tfbdl.cli.bdl.adaptivity:resolve_data"),
+    Experiment("bdl-prior-variance", ("bdl", "prior-variance"),
+               "Bayesian Deep Learning and a Probabilistic Perspective of Generalization: SGD, SWA and SWAG "
+               "against the prior variance (no weight decay)", "tfbdl.cli.bdl.prior_variance:resolve_data"),
     Experiment("dwp", ("dwp", "run"),
                "The Deep Weight Prior: kernel bank, kernel VAEs, BNNs with standard-normal / log-uniform / DWP priors, "
                "DWP initialisation", "tfbdl.cli.deep_weight_prior:resolve_data"),

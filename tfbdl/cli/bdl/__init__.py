@@ -7,7 +7,8 @@ experiment are in :mod:`tfbdl.cli.bdl.presets`. Importing this package adds ever
 the :data:`bdl` group.
 """
 
-from tfbdl.cli.bdl import cifar_c, multiswag, priors, regression, rethinking, swag  # noqa: F401  (registers them)
+from tfbdl.cli.bdl import (  # noqa: F401  (registers them)
+    adaptivity, cifar_c, multiswag, prior_variance, priors, regression, rethinking, swag)
 from tfbdl.cli.bdl.group import bdl
 
 __all__ = ["bdl"]
