@@ -141,6 +141,39 @@ def prior_metrics(same: float, different: float, translation) -> dict:  # tfbdl.
 # --------------------------------------------------------------------------- (1) each claim, both directions
 
 
+def finite_width_row(width: int, network: float, kernel: float, noise: float) -> dict:  # convnet_gp.finite_width
+    return {"width": width, "network_distance": network, "kernel_distance": kernel, "kernel_noise": noise}
+
+
+def test_finite_width_convergence(tmp_path):
+    rows = [finite_width_row(3, 1.32, 0.30, 0.11), finite_width_row(100, 0.39, 0.09, 0.08)]
+    stuck = [finite_width_row(3, 2.62, 0.97, 0.19), finite_width_row(100, 0.94, 0.86, 0.18)]
+    run = make_run(tmp_path, "fw", {"kernels": {"convnet_gp": {"rows": rows[::-1]}}})
+    assert measure(claim("convnet-gp-finite-width"), run) == (
+        "yes: convnet_gp: one network's kernel 1.32 → 0.39 of ||K|| from 3 to 100 channels; over networks 0.09 "
+        "(noise 0.08)")
+    both = make_run(tmp_path, "fw2", {"kernels": {"convnet_gp": {"rows": rows}, "residual_cnn_gp": {"rows": stuck}}})
+    assert measure(claim("convnet-gp-finite-width"), both).startswith("in part: ")
+
+
+def test_posterior_adaptivity(tmp_path):
+    post = {str(k): {"top_class_share": s, "disagreement": d}
+            for k, s, d in ((10, 0.131, 0.137), (100, 0.108, 0.032), (1000, 0.105, 0.014))}
+    run = make_run(tmp_path, "pa", {"prior": {"top_class_share": 0.746}, "posterior": post})
+    assert measure(claim("bdl-posterior-adaptivity"), run) == (
+        "yes: a prior draw puts 0.746 of the test images on one class, posterior samples 0.131 → 0.108 → 0.105 "
+        "after 10 / 100 / 1000 examples per class; disagreement 0.137 → 0.032 → 0.014 nats")
+
+
+def test_prior_variance_range(tmp_path):
+    values = [{"prior_var": v, "test": {"sgd": scores(sgd), "swag": scores(swag)}}
+              for v, sgd, swag in ((0.001, 2.3018, 2.3021), (0.1, 0.0664, 0.0640), (1.0, 0.0698, 0.0692),
+                                   (10.0, 0.0751, 0.0678))]
+    run = make_run(tmp_path, "pv", {"values": values})
+    assert measure(claim("bdl-prior-variance"), run) == (
+        "SWAG NLL within 10% of its best (0.0640) at v = 0.1, 1, 10 of 4 values; below SGD's at 3 of 4")
+
+
 def test_convnet_gp_error(tmp_path):
     config = {"kernel": "convnet_gp", "kind": "nngp"}
     text = measure(claim("convnet-gp"), make_run(tmp_path, "a", convnet_gp_metrics(0.0265), config))

@@ -239,6 +239,47 @@ def prior_correlations(run: Path) -> str:
 # --------------------------------------------------------------------------- the table of claims
 
 
+def finite_width_convergence(run: Path) -> str:
+    """Per architecture: one network's kernel distance to K at the smallest and largest width,
+    and whether the covariance over networks lies within twice its noise of K at the largest."""
+    parts, checks = [], []
+    for name, kernel in _metrics(run)["kernels"].items():
+        rows = sorted(kernel["rows"], key=lambda r: r["width"])
+        first, last = rows[0], rows[-1]
+        close = last["kernel_distance"] <= 2 * last["kernel_noise"]
+        falls = last["network_distance"] < first["network_distance"]
+        checks.append(falls and close)
+        parts.append(f"{name}: one network's kernel {first['network_distance']:.2f} → {last['network_distance']:.2f} "
+                     f"of ||K|| from {first['width']} to {last['width']} channels; over networks "
+                     f"{last['kernel_distance']:.2f} (noise {last['kernel_noise']:.2f})")
+    return f"{_verdict(checks)}: " + "; ".join(parts)
+
+
+def posterior_adaptivity(run: Path) -> str:
+    """A prior draw's top-class share against the posterior samples', and the chains' disagreement."""
+    m = _metrics(run)
+    sizes = sorted(m["posterior"], key=int)
+    post = [m["posterior"][k] for k in sizes]
+    spread = post[-1]["top_class_share"] < m["prior"]["top_class_share"]
+    concentrates = post[-1]["disagreement"] < post[0]["disagreement"]
+    shares = " → ".join(f"{p['top_class_share']:.3f}" for p in post)
+    disagreement = " → ".join(f"{p['disagreement']:.3f}" for p in post)
+    return (f"{_verdict([spread, concentrates])}: a prior draw puts {m['prior']['top_class_share']:.3f} of the test "
+            f"images on one class, posterior samples {shares} after {' / '.join(sizes)} examples per class; "
+            f"disagreement {disagreement} nats")
+
+
+def prior_variance_range(run: Path) -> str:
+    """SWAG's NLL per prior variance: where it is within 10% of its best, and where below SGD's."""
+    values = _metrics(run)["values"]
+    nll = {v["prior_var"]: v["test"]["swag"]["nll"] for v in values}
+    best = min(nll.values())
+    near = [f"{v:g}" for v, x in nll.items() if x <= 1.1 * best]
+    below = sum(v["test"]["swag"]["nll"] < v["test"]["sgd"]["nll"] for v in values)
+    return (f"SWAG NLL within 10% of its best ({best:.4f}) at v = {', '.join(near)} of {len(nll)} values; "
+            f"below SGD's at {below} of {len(values)}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Claim:
     experiment: str  # the registered experiment (tfbdl.cli.registry) whose runs it reads
@@ -254,6 +295,9 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("convnet-gp-search", f"{GP_PAPER}: random hyperparameter search, validation error",
           "0.71% (its chosen ConvNet GP)", convnet_gp_search,
           "`tfbdl convnet-gp search --scale paper`"),
+    Claim("convnet-gp-finite-width", f"{GP_PAPER}: random finite CNNs converge to the GP as channels grow",
+          "yes (the release's exp_random_nn, 3 to 100 channels)", finite_width_convergence,
+          "`tfbdl convnet-gp finite-width --scale paper`"),
     Claim("bdl-swag", f"{BDL_PAPER}: SWAG's test NLL below SGD's (LeNet5 / MNIST)",
           "yes (CIFAR-10 PreResNet20, VGG16)", swag_nll, "`tfbdl bdl swag --scale paper`"),
     Claim("bdl-swag-preresnet20", f"{BDL_PAPER}: SWAG's test NLL below SGD's (PreResNet20 / CIFAR-10)",
@@ -266,6 +310,13 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("bdl-prior-correlations",
           f"{BDL_PAPER}: a N(0, alpha² I) prior correlates same-class images more, less under translation",
           "yes (figures, qualitative)", prior_correlations, "`tfbdl bdl prior-correlations --scale paper`"),
+    Claim("bdl-posterior-adaptivity",
+          f"{BDL_PAPER}: single prior draws are confident, posterior samples spread and agree with data",
+          "yes (figure; PreResNet20, CIFAR-10)", posterior_adaptivity,
+          "`tfbdl bdl posterior-adaptivity --scale paper`"),
+    Claim("bdl-prior-variance", f"{BDL_PAPER}: SWAG works over a broad range of prior variances (no weight decay)",
+          "figure (values not listed by the release)", prior_variance_range,
+          "`tfbdl bdl prior-variance --model preresnet20 --scale paper`"),
     Claim("bdl-rethinking-generalization",
           f"{BDL_PAPER}: rethinking generalization, marginal likelihood falls with label corruption", "yes",
           rethinking_evidence, "`tfbdl bdl rethinking-generalization --scale paper`"),
