@@ -15,6 +15,12 @@ from tfbdl.data.sources import SCALES
 from tfbdl.errors import TfbdlError
 
 
+def comma_separated(text, convert=int) -> tuple:
+    """``"30, 3,10,3"`` -> ``(3, 10, 30)``: the distinct values of a comma-separated list, sorted
+    (blanks and empty words skipped). ValueError names nothing: each option words its own error."""
+    return tuple(sorted({convert(word) for word in str(text).replace(" ", "").split(",") if word}))
+
+
 # --------------------------------------------------------------------------- value types
 
 

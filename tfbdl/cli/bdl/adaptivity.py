@@ -26,7 +26,7 @@ from tfbdl.cli.bdl.group import bdl
 from tfbdl.cli.bdl.presets import PRESETS
 from tfbdl.cli.bdl.prior_presets import ADAPTIVITY_PRESETS, CHAIN_INITS, AdaptivityPreset
 from tfbdl.cli.common import open_run, record_run, typed_option
-from tfbdl.cli.options import FiniteFloatRange, common_run_options
+from tfbdl.cli.options import FiniteFloatRange, comma_separated, common_run_options
 
 __all__ = ["EXPERIMENT", "adaptivity_command", "fitted_counts", "load_data", "nested_per_class", "parse_per_class",
            "resolve_data", "run_posterior_adaptivity"]
@@ -39,7 +39,7 @@ def parse_per_class(ctx, param, value):
     if value is None or isinstance(value, tuple):
         return value
     try:
-        counts = tuple(sorted({int(word) for word in value.split(",")}))
+        counts = comma_separated(value)
     except ValueError:
         counts = ()
     if not counts or counts[0] < 1:

@@ -26,7 +26,7 @@ from tfbdl.cli.bdl.data import load_training_data
 from tfbdl.cli.bdl.group import bdl, strategy_option
 from tfbdl.cli.bdl.prior_presets import PRIOR_VARIANCE_MODELS, PRIOR_VARIANCE_PRESETS, PriorVariancePreset
 from tfbdl.cli.common import open_run, record_run
-from tfbdl.cli.options import common_run_options, shard_option
+from tfbdl.cli.options import comma_separated, common_run_options, shard_option
 from tfbdl.errors import InvalidOptionError
 
 __all__ = ["EXPERIMENT", "METHODS", "parse_prior_vars", "prior_variance_command", "resolve_data", "run_prior_variance",
@@ -41,7 +41,7 @@ def parse_prior_vars(ctx, param, value):
     if value is None or isinstance(value, tuple):
         return value
     try:
-        values = tuple(sorted({float(word) for word in value.split(",")}))
+        values = comma_separated(value, float)
     except ValueError:
         values = ()
     if not values or not all(math.isfinite(v) and v > 0 for v in values):

@@ -25,6 +25,7 @@ from tfbdl.cli.common import open_run, record_run
 from tfbdl.cli.convnet_gp.data import load_curve_inputs
 from tfbdl.cli.convnet_gp.presets import CURVE_EXPERIMENT, CURVE_FILE, DATA_FILE, KERNEL_FILE
 from tfbdl.cli.convnet_gp.report import curve_figure, curve_summary, projection
+from tfbdl.cli.options import comma_separated
 from tfbdl.errors import InvalidOptionError
 
 __all__ = ["classify_size", "compute_timed", "parse_sizes", "run_learning_curve"]
@@ -35,12 +36,12 @@ def parse_sizes(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
-        sizes = sorted({int(part) for part in text.split(",") if part.strip()})
+        sizes = comma_separated(text)
     except ValueError:
         raise InvalidOptionError(f"--sizes must be comma-separated integers, got {text!r}") from None
     if not sizes or sizes[0] < 2:
         raise InvalidOptionError(f"--sizes needs at least one size >= 2, got {text!r}")
-    return tuple(sizes)
+    return sizes
 
 
 def classify_size(Kxx_full: np.ndarray, Kxt_full: np.ndarray, y_train, y_test, n: int, seed: int) -> dict:

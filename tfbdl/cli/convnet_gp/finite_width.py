@@ -24,7 +24,7 @@ import numpy as np
 from tfbdl.cli.common import open_run, record_run, typed_option
 from tfbdl.cli.convnet_gp.cli import convnet_gp
 from tfbdl.cli.convnet_gp.presets import KERNEL_NAMES
-from tfbdl.cli.options import common_run_options
+from tfbdl.cli.options import comma_separated, common_run_options
 from tfbdl.errors import InvalidOptionError
 
 __all__ = ["CHANNELS_PER_CALL", "FINITE_EXPERIMENT", "FINITE_PRESETS", "FinitePreset", "batch_size", "checkpoints",
@@ -60,13 +60,13 @@ def parse_widths(ctx, param, value):
     if value is None:
         return None
     try:
-        widths = sorted({int(part) for part in value.split(",") if part.strip()})
+        widths = comma_separated(value)
     except ValueError:
         widths = []
     if not widths or widths[0] < 1:
         raise click.BadParameter(f"must be comma-separated channel counts >= 1 (e.g. 3,10,30), got {value!r}",
                                  ctx=ctx, param=param)
-    return tuple(widths)
+    return widths
 
 
 def resolve_preset(scale: str, kernels, widths, draws, replicates, images) -> FinitePreset:

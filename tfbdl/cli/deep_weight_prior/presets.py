@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from tfbdl.cli.options import comma_separated
 from tfbdl.errors import InvalidOptionError
 
 __all__ = ["BnnPreset", "COMMANDS", "EXPERIMENT", "INITS", "INIT_NAMES", "INIT_TEXT", "InitPreset", "KERNEL_SIZES",
@@ -185,13 +186,13 @@ def parse_sizes(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
-        sizes = [int(part) for part in str(text).replace(" ", "").split(",") if part]
+        sizes = comma_separated(text)
     except ValueError:
         raise InvalidOptionError(f"--sizes must be comma-separated whole numbers such as 50,100, "
                                  f"got {text!r}") from None
     if not sizes or min(sizes) < 1:
         raise InvalidOptionError(f"--sizes must list numbers of training examples >= 1, got {text!r}")
-    return tuple(sorted(set(sizes)))
+    return sizes
 
 
 def bnn_preset(scale: str, *, priors, init, sizes, splits, epochs, widths, batch_size, lr, n_test, test_samples,
