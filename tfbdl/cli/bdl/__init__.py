@@ -2,8 +2,8 @@
 (Wilson & Izmailov 2020).
 
 One module per command (``swag``, ``multiswag``, ``cifar_c``, ``rethinking``, ``regression``,
-``priors``), each with its own data, fitting and report modules beside it; the presets of every
-experiment are in :mod:`tfbdl.cli.bdl.presets`. Importing this package adds every command to
+``priors``, ``adaptivity``, ``prior_variance``), each with its own data, fitting and report modules
+beside it; the presets are in :mod:`tfbdl.cli.bdl.presets` and :mod:`tfbdl.cli.bdl.prior_presets`. Importing this package adds every command to
 the :data:`bdl` group.
 """
 
