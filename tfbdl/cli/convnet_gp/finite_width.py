@@ -10,6 +10,14 @@ fixed set of MNIST images are compared with the raw kernel matrix: the plain one
 covariance over its last readout's weights, whose noise falls with the width). The draws are split
 into independent replicates whose spread is the Monte Carlo band. Resumable per (architecture,
 width): each finishes into ``draws/<kernel>-w<width>.npz``.
+
+Against the release (``exp_random_nn/run.bash``, ``random_comparison.py``, the ``configs``): the
+widths, the 10,000 networks and the 100 images (the first of its training range, official
+training images 5,000 onwards) are its own, as are the three MNIST architectures of its README's
+figures. Three differences: its ``run.bash`` also lists the CIFAR-10 ResNet config, left out as
+this command is MNIST only; the ResNet GP's networks have ``width`` channels in every stage where
+the release's have 1, 2 and 4 times it (the layer descriptions carry no channel multiplier; the
+limit is the same kernel); and the 10,000 networks are split into replicates for the band.
 """
 
 from __future__ import annotations
@@ -99,20 +107,26 @@ def unit_file(kernel: str, width: int) -> str:
     return f"draws/{kernel}-w{width}.npz"
 
 
-def load_images(scale: str, data_dir, count: int, seed: int):
-    """``count`` seeded MNIST training images ``[N, 28, 28, 1]`` in [0, 1], their indices and labels, and
-    the provenance record (a list of one)."""
+def load_images(scale: str, data_dir, count: int):
+    """The first ``count`` MNIST training images of the training pool ``[N, 28, 28, 1]`` in [0, 1],
+    their indices and labels, and the provenance record (a list of one). As the release, whose
+    images are the first batch of its training range: official training images 5,000 onwards when
+    the 60,000 are there (:func:`~tfbdl.cli.convnet_gp.data.training_pool`)."""
+    from tfbdl.cli.convnet_gp.data import training_pool
     from tfbdl.data import load_for_run
 
     train = load_for_run("mnist", "train", scale, data_dir)
-    n = train.fit_count(count, option=typed_option("images"))
-    keep = np.sort(np.random.default_rng(seed).permutation(train.labels.size)[:n])
+    pool, pool_text = training_pool(train.labels.size)
+    n = train.fit_count(count, option=typed_option("images"), available=pool.size)
+    train.note(f"the first {n:,} of {pool_text}")
+    keep = pool[:n]
     return train.images[keep].astype(np.float64) / 255.0, keep, train.labels[keep], [train.provenance]
 
 
 def resolve_data(scale: str, data_dir=None, seed: int = 0) -> list[dict]:
-    """What ``convnet-gp finite-width`` at ``scale`` reads (nothing computed)."""
-    return load_images(scale, data_dir, FINITE_PRESETS[scale].images, seed)[3]
+    """What ``convnet-gp finite-width`` at ``scale`` reads (nothing computed; the images do not
+    depend on ``seed``)."""
+    return load_images(scale, data_dir, FINITE_PRESETS[scale].images)[3]
 
 
 def checkpoints(total: int) -> list[int]:
@@ -198,13 +212,14 @@ def run_finite_width(*, preset: FinitePreset, scale: str, out: str, data_dir, se
     """Draw every (architecture, width) not yet done, then the metrics, figure and summary."""
     from tfbdl.cli.convnet_gp.finite_width_report import finite_figure, finite_metrics, finite_summary
 
-    config = {"experiment": FINITE_EXPERIMENT, "dataset": "mnist", "scale": scale, "seed": seed,
+    # "image_set": runs from before the images were the release's first ones get other run ids
+    config = {"experiment": FINITE_EXPERIMENT, "dataset": "mnist", "image_set": "first", "scale": scale, "seed": seed,
               "data_dir": data_dir, **dataclasses.asdict(preset)}
     run = open_run(FINITE_EXPERIMENT, config, out=out, scale=scale, resume=resume)
     if run.is_complete:
         record_run(run)
         return run
-    x, indices, labels, provenance = load_images(scale, data_dir, preset.images, seed)
+    x, indices, labels, provenance = load_images(scale, data_dir, preset.images)
     run.record_data(provenance)
     if not run.file("images.npz").exists():
         from tfbdl.io import atomic_path
