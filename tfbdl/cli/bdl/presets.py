@@ -34,7 +34,7 @@ class SwagPreset:
     samples: int
     n_val: int = 0  # training images held out to fit each predictive's temperature (0: no scaling)
     n_test: int | None = None  # test images evaluated (None: all)
-    augment: bool = False  # the reference's CIFAR transform: 4-pixel padded random crops and flips
+    augment: bool = False  # the reference's transform_train: 4-pixel padded random crops and flips
     prior_var: float | None = None  # an explicit N(0, prior_var I) prior on the weights (the reference's --prior_var)
     bn_images: int | None = None  # training images that refresh batch norm after each sample (None: all)
     label_corruption: float = 0.0  # fraction of training labels replaced by wrong ones (seeded, exact)
@@ -49,8 +49,9 @@ _LENET = {
     # 10,000 training images: the full MNIST would take 30 x 60,000 steps of a 2-core CPU.
     "smoke": SwagPreset("lenet5", "mnist", 10000, 30, 15, 0.1, 0.05, 5e-4, 128, 20, 30, n_val=1000),
     # The reference's LeNet5 / MNIST command (its README): 50 epochs, lr 0.05, SWAG after epoch 25
-    # at lr 0.01, no weight decay, a N(0, 0.1 I) prior (--wd=0. --prior_var=1e-1), batch 128.
-    "paper": SwagPreset("lenet5", "mnist", None, 50, 25, 0.05, 0.01, 0.0, 128, 20, 30, prior_var=0.1),
+    # at lr 0.01, no weight decay, a N(0, 0.1 I) prior (--wd=0. --prior_var=1e-1), batch 128; its
+    # LeNet5 trains on 4-pixel padded random crops and flips too (swag/models/lenet5.py).
+    "paper": SwagPreset("lenet5", "mnist", None, 50, 25, 0.05, 0.01, 0.0, 128, 20, 30, prior_var=0.1, augment=True),
 }
 # The reference's CIFAR settings (run_swag.py, run_multiswag.sh): 300 epochs, SWAG from epoch 161
 # at lr 0.01, covariance rank 20; PreResNet20 lr 0.1, wd 3e-4; VGG16 lr 0.05, wd 5e-4.
