@@ -62,6 +62,12 @@ ADAPTIVITY_PRESETS = {
     # batch of 10,000 holds every training set), lr 1e-3 cosine-annealed, noise factor 1 / sqrt(N)
     # (temperature 1), no SGD epochs before. It draws one chain per size; three here, so that the
     # posterior predictive and the chains' disagreement can be measured too.
+    # Where else it differs: the notebook runs one size, 100 per class (10 and 1,000 are the
+    # paper's figure); it takes the first examples of each class in file order (training and test),
+    # here the first of a seeded order, so --seed gives other sets; and it never calls eval(), so
+    # its predictions normalise with the statistics of the test batch itself, while here each draw
+    # and sample refreshes batch norm on up to bn_images training images and predicts in inference
+    # mode, so an image's prediction does not depend on the other test images.
     "paper": AdaptivityPreset("preresnet20", "cifar10", (10, 100, 1000), 20, 10.0, 500, 3, "prior", 0, 3e-3, 5000,
                               1e-3, 10000, 50),
 }
