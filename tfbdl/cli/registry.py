@@ -75,6 +75,12 @@ EXPERIMENTS: tuple[Experiment, ...] = (
     Experiment("dwp", ("dwp", "run"),
                "The Deep Weight Prior: kernel bank, kernel VAEs, BNNs with standard-normal / log-uniform / DWP priors, "
                "DWP initialisation", "tfbdl.cli.deep_weight_prior:resolve_data"),
+    Experiment("dwp-random-features", ("dwp", "random-features"),
+               "The Deep Weight Prior: random feature extraction, frozen conv kernels from the DWP / Xavier / the "
+               "kernel bank, accuracy against the width scale", "tfbdl.cli.deep_weight_prior.random_features:resolve_data"),
+    Experiment("dwp-convergence", ("dwp", "convergence"),
+               "The Deep Weight Prior: faster convergence, DWP / Xavier / kernel-bank initialisation, accuracy per step",
+               "tfbdl.cli.deep_weight_prior.convergence:resolve_data"),
     Experiment("linearized", ("linearized", "run"),
                "What can linearized neural networks actually say about generalization?: NTK eigenfunctions, NADs, "
                "linear vs non-linear training", "tfbdl.cli.linearized:resolve_data"),

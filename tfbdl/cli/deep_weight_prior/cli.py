@@ -19,7 +19,7 @@ from tfbdl.cli.deep_weight_prior.source import stage_source
 from tfbdl.cli.options import FINITE_FLOAT, FiniteFloatRange, common_run_options
 from tfbdl.errors import InvalidOptionError
 
-__all__ = ["collect_kernels_command", "dwp", "dwp_init_command", "run_command", "train_bnn_command",
+__all__ = ["collect_kernels_command", "convergence_command", "dwp", "dwp_init_command", "random_features_command", "run_command", "train_bnn_command",
            "train_source_command", "train_vae_command"]
 
 
@@ -242,3 +242,88 @@ def run_command(nets, threshold, vae_epochs, priors, init, sizes, splits, bnn_ep
         init=base.init)
     run = run_pipeline(presets=presets, scale=scale, out=out, data_dir=data_dir, seed=seed, resume=resume)
     click.echo(f"dwp run written to {run.path}")
+
+
+_sources_options = [
+    click.option("--vae-run", type=click.Path(file_okay=False, path_type=str), default=None,
+                 help="Our kernel VAEs: a finished `tfbdl dwp train-vae` (or `tfbdl dwp run`) directory; its kernel "
+                      "bank gives the filters arm (default: the newest finished `tfbdl dwp run` under --out)."),
+    click.option("--release-dir", type=click.Path(file_okay=False, path_type=str), default=None,
+                 help="A folder with the deep weight prior release's vae7x7.npz, vae5x5.npz, conv7x7_train.npy and "
+                      "conv5x5_test.npy: adds the dwp-release and filters-release arms."),
+]
+
+
+def _sources(options):
+    for option in reversed(_sources_options):
+        options = option(options)
+    return options
+
+
+def _open_study(experiment: str, preset, sources, *, scale, out, data_dir, seed, resume):
+    import dataclasses
+
+    config = {"experiment": experiment, "scale": scale, "seed": seed, "data_dir": data_dir, **sources.where,
+              "arms": list(sources.arms()), **dataclasses.asdict(preset)}
+    return open_run(experiment, config, out=out, scale=scale, resume=resume)
+
+
+@dwp.command("random-features")
+@_sources
+@click.option("--scales", default=None,
+              help="Width scales k, comma-separated from 1/16,1/8,1/4,1/2,1 (default: scale preset; paper: all).")
+@click.option("--base-widths", type=click.IntRange(min=1), nargs=2, default=None,
+              help="Widths of the 7x7 and 5x5 convolutions at k = 1 (paper: 32 128).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Networks per arm and scale.")
+@click.option("--epochs", type=_epochs, default=None, help="Training epochs of the dense layer (release: 100).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Mini-batch size (release: 256).")
+@click.option("--lr", type=_rate, default=None, help="Adam learning rate, decayed linearly to 0 (release: 1e-3).")
+@click.option("--n-train", type=click.IntRange(min=1), default=None, help="MNIST training images (paper: all).")
+@click.option("--n-test", type=click.IntRange(min=1), default=None, help="MNIST test images (paper: all).")
+@common_run_options
+def random_features_command(vae_run, release_dir, scales, base_widths, seeds, epochs, batch_size, lr, n_train, n_test,
+                            scale, out, data_dir, seed, resume):
+    """Random feature extraction: conv kernels drawn from the DWP, Xavier or the kernel bank ("filters") and
+    frozen, the dense layer trained; test accuracy against the width scale k (random_features.png)."""
+    from tfbdl.cli.deep_weight_prior.kernel_sources import kernel_sources
+    from tfbdl.cli.deep_weight_prior.presets import RFE_PRESETS, parse_scales
+    from tfbdl.cli.deep_weight_prior.random_features import stage_random_features
+
+    preset = replace_given(RFE_PRESETS[scale], scales=parse_scales(scales), base_widths=base_widths, seeds=seeds,
+                           epochs=epochs, batch_size=batch_size, learning_rate=lr, n_train=n_train, n_test=n_test)
+    sources = kernel_sources(vae_run, release_dir, out)
+    run = _open_study("dwp-random-features", preset, sources, scale=scale, out=out, data_dir=data_dir, seed=seed,
+                      resume=resume)
+    if not run.is_complete:
+        stage_random_features(run, preset, sources, scale=scale, data_dir=data_dir, seed=seed)
+    _done(run, "random-features")
+
+
+@dwp.command("convergence")
+@_sources
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Optimisation steps (paper's figure: 300).")
+@click.option("--eval-every", type=click.IntRange(min=1), default=None,
+              help="Test accuracy after every this many steps (and at step 0).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None, help="Networks per arm.")
+@_widths_option("networks (paper: 32 128)")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Mini-batch size (release: 256).")
+@click.option("--lr", type=_rate, default=None, help="Adam learning rate, constant (release: 1e-3).")
+@click.option("--n-train", type=click.IntRange(min=1), default=None, help="MNIST training images (paper: all).")
+@click.option("--n-test", type=click.IntRange(min=1), default=None, help="MNIST test images (paper: all).")
+@common_run_options
+def convergence_command(vae_run, release_dir, steps, eval_every, seeds, widths, batch_size, lr, n_train, n_test,
+                        scale, out, data_dir, seed, resume):
+    """Faster convergence: fconv networks whose conv kernels start from the DWP, Xavier or the kernel bank
+    ("filters"), all trained; test accuracy per optimisation step, bands over seeds (convergence.png)."""
+    from tfbdl.cli.deep_weight_prior.convergence import stage_convergence
+    from tfbdl.cli.deep_weight_prior.kernel_sources import kernel_sources
+    from tfbdl.cli.deep_weight_prior.presets import CONVERGENCE_PRESETS
+
+    preset = replace_given(CONVERGENCE_PRESETS[scale], steps=steps, eval_every=eval_every, seeds=seeds,
+                           widths=widths, batch_size=batch_size, learning_rate=lr, n_train=n_train, n_test=n_test)
+    sources = kernel_sources(vae_run, release_dir, out)
+    run = _open_study("dwp-convergence", preset, sources, scale=scale, out=out, data_dir=data_dir, seed=seed,
+                      resume=resume)
+    if not run.is_complete:
+        stage_convergence(run, preset, sources, scale=scale, data_dir=data_dir, seed=seed)
+    _done(run, "convergence")

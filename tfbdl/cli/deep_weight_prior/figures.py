@@ -7,7 +7,7 @@ import numpy as np
 
 from tfbdl.cli.deep_weight_prior.presets import INIT_NAMES, PRIOR_NAMES, BnnPreset, InitPreset
 
-__all__ = ["bnn_figure", "init_figure", "norms_figure"]
+__all__ = ["ARM_STYLE", "bnn_figure", "convergence_figure", "init_figure", "norms_figure", "rfe_figure"]
 
 
 def norms_figure(run, norms: dict, threshold: float) -> None:
@@ -64,3 +64,61 @@ def init_figure(run, metrics: dict, preset: InitPreset) -> None:
     ax.set_title(f"fconv on {preset.n_train} MNIST examples, mean over {preset.seeds} seeds", fontsize=9)
     ax.legend(fontsize=8)
     save_figure(fig, run.file("dwp_init_curves.png"))
+
+
+# The release's figures (seaborn "deep" palette on a white grid): dwp blue, xavier orange, filters green;
+# the arms drawn from the release's VAEs / bank in the same colour, dashed.
+ARM_STYLE = {"dwp": ("#4C72B0", "-"), "xavier": ("#DD8452", "-"), "filters": ("#55A868", "-"),
+             "dwp-release": ("#4C72B0", "--"), "filters-release": ("#55A868", "--")}
+
+
+def _release_axes(ax) -> None:
+    ax.grid(True, color="#d9d9d9", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for spine in ax.spines.values():
+        spine.set_color("#cccccc")
+
+
+def rfe_figure(run, metrics: dict, preset) -> None:
+    """``random_features.png``: test accuracy against the width scale k per arm (mean ± std over seeds)."""
+    from tfbdl.cli.deep_weight_prior.presets import ARM_NAMES
+    from tfbdl.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 3.3))
+    positions = np.arange(len(preset.scales))
+    for arm in metrics["arms"]:
+        rows = [r for r in metrics["table"] if r["arm"] == arm]
+        colour, style = ARM_STYLE[arm]
+        ax.errorbar(positions, [r["accuracy_mean"] for r in rows], yerr=[r["accuracy_std"] or 0.0 for r in rows],
+                    color=colour, linestyle=style, linewidth=2.2, marker="o", markersize=4, capsize=3,
+                    label=ARM_NAMES[arm])
+    ax.set_xticks(positions, list(preset.scales))
+    ax.set_xlabel("scale $k$")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"random feature extraction, MNIST ({preset.seeds} seeds)", fontsize=9)
+    _release_axes(ax)
+    ax.legend(fontsize=8, loc="lower right")
+    save_figure(fig, run.file("random_features.png"))
+
+
+def convergence_figure(run, metrics: dict, preset) -> None:
+    """``convergence.png``: test accuracy against optimisation steps per arm (mean, ± std band)."""
+    from tfbdl.cli.deep_weight_prior.presets import ARM_NAMES
+    from tfbdl.plots import pyplot, save_figure
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(4.8, 3.3))
+    steps = np.asarray(metrics["steps"])
+    for arm in metrics["arms"]:
+        curve = metrics["curves"][arm]
+        mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
+        colour, style = ARM_STYLE[arm]
+        ax.plot(steps, mean, color=colour, linestyle=style, linewidth=2.2, label=ARM_NAMES[arm])
+        ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
+    ax.set_xlabel("# steps")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"ConvNet on MNIST ({preset.seeds} seeds)", fontsize=9)
+    _release_axes(ax)
+    ax.legend(fontsize=8, loc="lower right")
+    save_figure(fig, run.file("convergence.png"))

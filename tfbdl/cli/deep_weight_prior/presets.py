@@ -12,7 +12,8 @@ import dataclasses
 from tfbdl.cli.options import comma_separated
 from tfbdl.errors import InvalidOptionError
 
-__all__ = ["BnnPreset", "COMMANDS", "EXPERIMENT", "INITS", "INIT_NAMES", "INIT_TEXT", "InitPreset", "KERNEL_SIZES",
+__all__ = ["ARMS", "ARM_NAMES", "CONVERGENCE_PRESETS", "ConvergencePreset", "RFE_PRESETS", "RFE_SCALES",
+           "RfePreset", "SEED_CONVERGENCE", "SEED_RFE", "parse_scales", "BnnPreset", "COMMANDS", "EXPERIMENT", "INITS", "INIT_NAMES", "INIT_TEXT", "InitPreset", "KERNEL_SIZES",
            "KernelPreset", "PRESETS", "PRIORS", "PRIOR_NAMES", "Presets", "SEED_BNN", "SEED_INIT", "SEED_SOURCE",
            "SEED_SUBSET", "SEED_TEST", "SEED_VAE", "SOURCE_DATA", "STAGES", "STAGE_EXPERIMENTS", "SourcePreset",
            "TARGET_DATA", "VaePreset", "bnn_preset", "parse_sizes", "replace_given"]
@@ -203,3 +204,75 @@ def bnn_preset(scale: str, *, priors, init, sizes, splits, epochs, widths, batch
                          init=init, sizes=parse_sizes(sizes), splits=splits, epochs=epochs, widths=widths,
                          batch_size=batch_size, learning_rate=lr, n_test=n_test, test_samples=test_samples,
                          dwp_samples=dwp_samples, dwp_antithetic=dwp_antithetic, log_sigma2_init=log_sigma2_init)
+
+
+# --------------------------------------------------------------------------- random features, convergence
+
+# Kernel initialisations of the random-feature and convergence studies: Xavier-normal, decoder means
+# of the kernel VAEs (ours, the release's) and slices drawn from a kernel bank (ours, the release's).
+ARMS = ("dwp", "xavier", "filters", "dwp-release", "filters-release")
+ARM_NAMES = {"dwp": "dwp", "xavier": "xavier", "filters": "filters", "dwp-release": "dwp (release VAEs)",
+             "filters-release": "filters (release bank)"}
+SEED_RFE, SEED_CONVERGENCE = 7, 8
+RFE_SCALES = {"1/16": 1 / 16, "1/8": 1 / 8, "1/4": 1 / 4, "1/2": 1 / 2, "1": 1.0}
+
+
+@dataclasses.dataclass(frozen=True)
+class RfePreset:
+    """Random feature extraction: conv kernels drawn once and frozen, the dense layer trained."""
+
+    scales: tuple[str, ...]  # width scales k, keys of RFE_SCALES
+    base_widths: tuple[int, int]  # widths at k = 1
+    seeds: int
+    epochs: int
+    batch_size: int
+    learning_rate: float  # Adam, decayed linearly to 0 over the epochs (the release's lr_linear)
+    n_train: int | None  # target training images (None: all)
+    n_test: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvergencePreset:
+    """Faster convergence: every parameter trained, test accuracy after every ``eval_every`` steps."""
+
+    steps: int
+    eval_every: int
+    seeds: int
+    widths: tuple[int, int]
+    batch_size: int
+    learning_rate: float  # Adam, constant
+    n_train: int | None
+    n_test: int | None
+
+
+# The release's train-net.py defaults (--lr 0.001, --bs 256, --epochs 100, lr_linear) and the
+# paper's MNIST net (--hid_dim 32 128); its figures: k = 1/16..1, 0..300 steps.
+RFE_PRESETS = {
+    # CI: narrow nets so the frozen features cost little; two scales exercise the scaling.
+    "tiny": RfePreset(scales=("1/16", "1/4"), base_widths=(16, 64), seeds=2, epochs=10, batch_size=64,
+                      learning_rate=1e-3, n_train=500, n_test=300),
+    "smoke": RfePreset(scales=tuple(RFE_SCALES), base_widths=(32, 128), seeds=3, epochs=10, batch_size=256,
+                       learning_rate=1e-3, n_train=10000, n_test=2000),
+    "paper": RfePreset(scales=tuple(RFE_SCALES), base_widths=(32, 128), seeds=5, epochs=100, batch_size=256,
+                       learning_rate=1e-3, n_train=None, n_test=None),
+}
+CONVERGENCE_PRESETS = {
+    "tiny": ConvergencePreset(steps=10, eval_every=5, seeds=2, widths=(8, 16), batch_size=64, learning_rate=1e-3,
+                              n_train=500, n_test=300),
+    "smoke": ConvergencePreset(steps=300, eval_every=10, seeds=3, widths=(32, 128), batch_size=256,
+                               learning_rate=1e-3, n_train=10000, n_test=2000),
+    "paper": ConvergencePreset(steps=300, eval_every=5, seeds=10, widths=(32, 128), batch_size=256,
+                               learning_rate=1e-3, n_train=None, n_test=None),
+}
+
+
+def parse_scales(text: str | None) -> tuple[str, ...] | None:
+    """``"1/16,1"`` -> ``("1/16", "1")`` in increasing order; None stays None."""
+    if text is None:
+        return None
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in items if s not in RFE_SCALES]
+    if not items or unknown:
+        raise InvalidOptionError(f"--scales must be comma-separated width scales from {', '.join(RFE_SCALES)}, "
+                                 f"got {text!r}")
+    return tuple(s for s in RFE_SCALES if s in items)
