@@ -80,16 +80,14 @@ def find_pipeline_vaes(out) -> pathlib.Path | None:
     return max(finished, key=lambda f: (f / "progress.json").stat().st_mtime).parent if finished else None
 
 
-def _our_bank(vae_run) -> dict:
+def _our_bank_file(vae_run) -> pathlib.Path:
     """The kernel bank our VAE run was trained on (its config's ``bank``, relative to a ``dwp run``)."""
-    from tfbdl.dwp.kernel_bank import load_kernel_bank
-
     bank = pathlib.Path(vae_run.config.get("bank") or "")
     if not bank.is_absolute():
         bank = vae_run.path.parent / bank
     if not bank.is_file():
         raise InvalidOptionError(f"--vae-run {vae_run.path}: its kernel bank {bank} is gone; the filters arm needs it")
-    return load_kernel_bank(bank)[0]
+    return bank
 
 
 def kernel_sources(vae_run, release_dir, out) -> KernelSources:
@@ -102,15 +100,21 @@ def kernel_sources(vae_run, release_dir, out) -> KernelSources:
             raise InvalidOptionError(f"no kernel VAEs: pass --vae-run (a finished `tfbdl dwp train-vae` or `tfbdl dwp "
                                      f"run`) or --release-dir, or run `tfbdl dwp run --out {out}` first")
         vae_run = str(found)
-    if vae_run is not None:
+    run = folder = None
+    if vae_run is not None:  # every input checked before TensorFlow is imported
         run = finished_stage(vae_run, "vae", "--vae-run")
-        vaes["ours"], banks["ours"] = load_vaes(run), _our_bank(run)
+        bank_file = _our_bank_file(run)
         where["vae_run"] = str(run.path.resolve())
     if release_dir is not None:
-        folder = release_vae_folder(release_dir)
+        folder = release_vae_folder(release_dir, "--release-dir")
         banks["release"] = load_release_bank(folder)
-        vaes["release"] = load_vaes(folder)
         where["release_dir"] = str(folder)
+    if run is not None:
+        from tfbdl.dwp.kernel_bank import load_kernel_bank
+
+        vaes["ours"], banks["ours"] = load_vaes(run), load_kernel_bank(bank_file)[0]
+    if folder is not None:
+        vaes["release"] = load_vaes(folder)
     return KernelSources(vaes, banks, where)
 
 

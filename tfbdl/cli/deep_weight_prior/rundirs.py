@@ -106,19 +106,19 @@ def vae_input(vae_run, needed: bool, why: str):
     return finished_stage(vae_run, "vae", "--vae-run")
 
 
-def release_vae_folder(folder) -> pathlib.Path:
-    """``--release-vaes``: a folder with the release's ``vae7x7.npz`` and ``vae5x5.npz``."""
+def release_vae_folder(folder, option: str = "--release-vaes") -> pathlib.Path:
+    """``--release-vaes`` (or ``option``): a folder with the release's ``vae7x7.npz`` and ``vae5x5.npz``."""
     path = pathlib.Path(folder)
     missing = [name for name in RELEASE_VAE_FILES.values() if not (path / name).is_file()]
     if missing:
-        raise InvalidOptionError(f"--release-vaes {folder}: {', '.join(missing)} not found there; the folder must "
+        raise InvalidOptionError(f"{option} {folder}: {', '.join(missing)} not found there; the folder must "
                                  f"hold the deep weight prior release's {' and '.join(RELEASE_VAE_FILES.values())}")
     import zipfile
 
     not_npz = [name for name in RELEASE_VAE_FILES.values() if not zipfile.is_zipfile(path / name)]
     if not_npz:
         verb = "is" if len(not_npz) == 1 else "are"
-        raise InvalidOptionError(f"--release-vaes {folder}: {', '.join(not_npz)} {verb} not a numpy .npz archive; "
+        raise InvalidOptionError(f"{option} {folder}: {', '.join(not_npz)} {verb} not a numpy .npz archive; "
                                  "the folder must hold the deep weight prior release's kernel VAEs saved with "
                                  "numpy.savez")
     return path.resolve()
