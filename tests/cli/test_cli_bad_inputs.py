@@ -166,6 +166,9 @@ CASES = [
     ("bdl rethinking-generalization --n-gp 100 --n-train 20 --scale tiny", ["--n-gp 100 is more than the 20"]),
     ("dwp train-bnn --release-vaes {empty} --vae-run {empty}", ["either --vae-run or --release-vaes"]),
     ("dwp train-bnn --prior dwp", ["--prior dwp / --init dwp needs the kernel VAEs: pass --vae-run"]),
+    ("dwp random-features --scales 1/3", ["--scales must be comma-separated width scales from 1/16"]),
+    ("dwp random-features --out {out}", ["no kernel VAEs: pass --vae-run", "or --release-dir"]),
+    ("dwp convergence --out {out}", ["no kernel VAEs: pass --vae-run", "or --release-dir"]),
     # missing files and folders
     ("convnet-gp classify --kernels {missing}", ["'--kernels'", "does not exist"]),
     ("convnet-gp merge-kernels {missing}", ["'RUN_DIR'", "does not exist"]),
@@ -179,6 +182,8 @@ CASES = [
     ("dwp train-bnn --vae-run {missing}", ["--vae-run", "is not a run directory of `tfbdl dwp train-vae`"]),
     ("dwp train-bnn --release-vaes {missing}", ["--release-vaes", "vae7x7.npz, vae5x5.npz not found"]),
     ("dwp dwp-init --vae-run {missing}", ["--vae-run", "is not a run directory of `tfbdl dwp train-vae`"]),
+    ("dwp random-features --vae-run {missing}", ["--vae-run", "is not a run directory of `tfbdl dwp train-vae`"]),
+    ("dwp convergence --release-dir {missing}", ["--release-dir", "vae7x7.npz, vae5x5.npz not found"]),
     ("linearized train-ntk --ntk-run {missing}", ["'--ntk-run'", "does not exist"]),
     ("linearized train-nads --nads-run {missing}", ["'--nads-run'", "does not exist"]),
     ("linearized pretrained-ntk-comparison --ntk-run {missing}", ["'--ntk-run'", "does not exist"]),
@@ -196,6 +201,7 @@ CASES = [
     ("dwp train-vae --bank {txt}", ["--bank", "is not an HDF5 file"]),
     ("dwp train-vae --bank {h5}", ["--bank", "not a kernel bank"]),
     ("dwp train-bnn --release-vaes {textvaes}", ["--release-vaes", "not a numpy .npz archive"]),
+    ("dwp random-features --release-dir {textvaes}", ["--release-dir", "not a numpy .npz archive"]),
     ("bdl swag --label-arr {txt} --scale tiny", ["--label-arr", "is not a label file written by save_labels"]),
     # a file where a folder is expected, and the reverse
     ("data check --out {txt}/x", ["'--out'", "is a file, not a folder"]),
