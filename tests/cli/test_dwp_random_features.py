@@ -176,12 +176,12 @@ def test_random_features_train_the_dense_layer_only(tmp_path):
 def test_adam_steps_match_adams_first_step_and_leave_other_variables_alone():
     import tensorflow as tf
 
-    from tfbdl.cli.deep_weight_prior.stepwise import AdamSteps
+    from tfbdl.cli.deep_weight_prior.stepwise import AdamSteps, cross_entropy
 
     w = tf.Variable(np.array([[1.0, -2.0], [0.5, 0.0]], np.float32))
     frozen = tf.Variable(np.array([3.0, -1.0], np.float32))
-    steps = AdamSteps(lambda x: x @ w + frozen, [w])
-    x, y = np.array([[1.0, 2.0], [0.0, 1.0]], np.float32), np.array([0, 1])
+    steps = AdamSteps(cross_entropy(lambda x: x @ w + frozen), [w])
+    x, y = np.array([[1.0, 2.0], [0.0, 1.0]], np.float32), np.array([0, 1], np.int32)
     with tf.GradientTape() as tape:
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=x @ w + frozen))
     g = tape.gradient(loss, w).numpy()

@@ -310,17 +310,21 @@ def random_features_command(vae_run, release_dir, scales, base_widths, seeds, ep
 @click.option("--lr", type=_rate, default=None, help="Adam learning rate, constant (release: 1e-3).")
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="MNIST training images (paper: all).")
 @click.option("--n-test", type=click.IntRange(min=1), default=None, help="MNIST test images (paper: all).")
+@click.option("--vae-steps", type=click.IntRange(min=0), default=None,
+              help="Optimisation steps of the VAE-on-MNIST panel (paper's figure: 1000; 0: skip the panel).")
 @common_run_options
 def convergence_command(vae_run, release_dir, steps, eval_every, seeds, widths, batch_size, lr, n_train, n_test,
-                        scale, out, data_dir, seed, resume):
-    """Faster convergence: fconv networks whose conv kernels start from the DWP, Xavier or the kernel bank
-    ("filters"), all trained; test accuracy per optimisation step, bands over seeds (convergence.png)."""
+                        vae_steps, scale, out, data_dir, seed, resume):
+    """Faster convergence: fconv networks (and a convolutional VAE) whose conv kernels start from the DWP, Xavier
+    or the kernel bank ("filters"), all trained; test accuracy (and the VAE's lower bound) per optimisation step,
+    bands over seeds (convergence.png)."""
     from tfbdl.cli.deep_weight_prior.convergence import stage_convergence
     from tfbdl.cli.deep_weight_prior.kernel_sources import kernel_sources
     from tfbdl.cli.deep_weight_prior.presets import CONVERGENCE_PRESETS
 
     preset = replace_given(CONVERGENCE_PRESETS[scale], steps=steps, eval_every=eval_every, seeds=seeds,
-                           widths=widths, batch_size=batch_size, learning_rate=lr, n_train=n_train, n_test=n_test)
+                           widths=widths, batch_size=batch_size, learning_rate=lr, n_train=n_train, n_test=n_test,
+                           vae_steps=vae_steps)
     sources = kernel_sources(vae_run, release_dir, out)
     run = _open_study("dwp-convergence", preset, sources, scale=scale, out=out, data_dir=data_dir, seed=seed,
                       resume=resume)

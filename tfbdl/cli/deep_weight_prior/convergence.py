@@ -17,7 +17,7 @@ from tfbdl.cli.deep_weight_prior.data import target_data
 from tfbdl.cli.deep_weight_prior.kernel_sources import initialise_kernels
 from tfbdl.cli.deep_weight_prior.presets import SEED_CONVERGENCE, ConvergencePreset
 from tfbdl.cli.deep_weight_prior.rundirs import read_json
-from tfbdl.cli.deep_weight_prior.stepwise import AdamSteps, accuracy, batches
+from tfbdl.cli.deep_weight_prior.stepwise import AdamSteps, accuracy, batches, cross_entropy
 from tfbdl.data.subsets import seeded_subset
 from tfbdl.seeding import derive_seed
 
@@ -45,7 +45,7 @@ def train_convergence(model, steps: AdamSteps, preset: ConvergencePreset, data: 
                 curve.append(accuracy(predict, data["x_test"], data["y_test"]))
             if done == preset.steps:
                 return {"steps": wanted, "test_accuracy": curve, "train_loss": losses}
-            losses.append(steps.step(x[idx], y[idx], preset.learning_rate))
+            losses.append(steps.step(x[idx], y[idx].astype(np.int32), preset.learning_rate))
             done += 1
 
 
@@ -80,7 +80,7 @@ def stage_convergence(run, preset: ConvergencePreset, sources, *, scale: str, da
                     initialise_kernels(start, arm, sources, net_seed)
                     if model is None:
                         model = fconv(data["num_classes"], data["x_train"].shape[1:], widths=preset.widths, seed=0)
-                        steps = AdamSteps(model, model.trainable_variables)
+                        steps = AdamSteps(cross_entropy(model), model.trainable_variables)
                     model.set_weights(start.get_weights())
                     result = train_convergence(model, steps, preset, data, net_seed)
                     sub.write_json("result.json", {**result, "seed": net_seed})
@@ -89,10 +89,44 @@ def stage_convergence(run, preset: ConvergencePreset, sources, *, scale: str, da
                 bar.update(1)
     metrics = {"steps": eval_steps(preset), "curves": _curves(runs), "arms": list(arms),
                "n_train": int(len(data["y_train"])), "n_test": int(len(data["y_test"])), "sources": sources.where}
+    if preset.vae_steps:
+        metrics["vae"] = _vae_panel(run, preset, sources, arms, data, seed)
     run.write_metrics(metrics)
     convergence_figure(run, metrics, preset)
     run.finish(convergence_summary(preset, metrics, provenance))
     return metrics
+
+
+def _vae_panel(run, preset: ConvergencePreset, sources, arms, data: dict, seed: int) -> dict:
+    """The VAE-on-MNIST panel: every arm x seed a resumable sub-run ``vae/<arm>-seed<s>``; the held-out
+    ELBO curves (mean ± std over seeds)."""
+    from tfbdl.cli.deep_weight_prior.mnist_vae import conv_vae, elbo_loss, train_vae_convergence
+    from tfbdl.io import RunDir
+    from tfbdl.progress import progress
+
+    x_train, x_test = ((data[k] > 0.5).astype(np.float32) for k in ("x_train", "x_test"))
+    runs: dict[str, list] = {arm: [] for arm in arms}
+    pair = steps = None
+    with progress(len(arms) * preset.seeds, "dwp convergence VAEs") as bar:
+        for s in range(preset.seeds):
+            vae_seed = derive_seed(seed, SEED_CONVERGENCE, s, 1)
+            for arm in arms:
+                sub = RunDir.open(run.path, "vae", f"{arm}-seed{s}", {**run.config, "arm": arm, "vae": s})
+                if not sub.is_complete:
+                    start = conv_vae(preset.vae_widths, preset.vae_latent, vae_seed)
+                    initialise_kernels(start[0], arm, sources, vae_seed)
+                    if pair is None:
+                        pair = conv_vae(preset.vae_widths, preset.vae_latent, 0)
+                        steps = AdamSteps(elbo_loss(*pair), pair[0].trainable_variables + pair[1].trainable_variables)
+                    for model, source in zip(pair, start):
+                        model.set_weights(source.get_weights())
+                    result = train_vae_convergence(*pair, steps, preset, x_train, x_test, vae_seed)
+                    sub.write_json("result.json", {**result, "seed": vae_seed})
+                    sub.finish()
+                runs[arm].append(read_json(sub, "result.json")["test_elbo"])
+                bar.update(1)
+    steps_done = read_json(sub, "result.json")["steps"]
+    return {"steps": steps_done, "curves": _curves(runs)}
 
 
 def resolve_data(scale: str, data_dir=None, seed: int = 0) -> list[dict]:

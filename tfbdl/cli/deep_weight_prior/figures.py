@@ -102,23 +102,35 @@ def rfe_figure(run, metrics: dict, preset) -> None:
     save_figure(fig, run.file("random_features.png"))
 
 
-def convergence_figure(run, metrics: dict, preset) -> None:
-    """``convergence.png``: test accuracy against optimisation steps per arm (mean, ± std band)."""
+def _curve_panel(ax, steps, curves: dict, arms) -> None:
     from tfbdl.cli.deep_weight_prior.presets import ARM_NAMES
-    from tfbdl.plots import pyplot, save_figure
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.8, 3.3))
-    steps = np.asarray(metrics["steps"])
-    for arm in metrics["arms"]:
-        curve = metrics["curves"][arm]
-        mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
+    steps = np.asarray(steps)
+    for arm in arms:
+        mean, std = np.asarray(curves[arm]["mean"]), np.asarray(curves[arm]["std"])
         colour, style = ARM_STYLE[arm]
         ax.plot(steps, mean, color=colour, linestyle=style, linewidth=2.2, label=ARM_NAMES[arm])
         ax.fill_between(steps, mean - std, mean + std, color=colour, alpha=0.2, linewidth=0)
     ax.set_xlabel("# steps")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"ConvNet on MNIST ({preset.seeds} seeds)", fontsize=9)
     _release_axes(ax)
     ax.legend(fontsize=8, loc="lower right")
+
+
+def convergence_figure(run, metrics: dict, preset) -> None:
+    """``convergence.png``: the VAE's held-out lower bound (when run) and the ConvNet's test accuracy against
+    optimisation steps per arm (mean, ± std band over seeds), the release's panels (a) and (b)."""
+    from tfbdl.plots import pyplot, save_figure
+
+    plt = pyplot()
+    panels = (["vae"] if "vae" in metrics else []) + ["convnet"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.3), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "vae":
+            _curve_panel(ax, metrics["vae"]["steps"], metrics["vae"]["curves"], metrics["arms"])
+            ax.set_ylabel("variational lower bound")
+            ax.set_title(f"(a) VAE on MNIST ({preset.seeds} seeds)", fontsize=9)
+        else:
+            _curve_panel(ax, metrics["steps"], metrics["curves"], metrics["arms"])
+            ax.set_ylabel("accuracy")
+            ax.set_title(f"{'(b) ' if len(panels) > 1 else ''}ConvNet on MNIST ({preset.seeds} seeds)", fontsize=9)
     save_figure(fig, run.file("convergence.png"))

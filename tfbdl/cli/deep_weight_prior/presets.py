@@ -243,6 +243,11 @@ class ConvergencePreset:
     learning_rate: float  # Adam, constant
     n_train: int | None
     n_test: int | None
+    vae_steps: int  # the VAE-on-MNIST panel (0: not run)
+    vae_eval_every: int
+    vae_widths: tuple[int, int]  # its encoder's 7x7 and 5x5 convolutions
+    vae_latent: int
+    vae_learning_rate: float  # Adam, constant
 
 
 # The release's train-net.py defaults (--lr 0.001, --bs 256, --epochs 100, lr_linear) and the
@@ -258,11 +263,15 @@ RFE_PRESETS = {
 }
 CONVERGENCE_PRESETS = {
     "tiny": ConvergencePreset(steps=10, eval_every=5, seeds=2, widths=(8, 16), batch_size=64, learning_rate=1e-3,
-                              n_train=500, n_test=300),
+                              n_train=500, n_test=300, vae_steps=6, vae_eval_every=3, vae_widths=(4, 8), vae_latent=2,
+                              vae_learning_rate=1e-3),
     "smoke": ConvergencePreset(steps=300, eval_every=10, seeds=3, widths=(32, 128), batch_size=256,
-                               learning_rate=1e-3, n_train=10000, n_test=2000),
+                               learning_rate=1e-3, n_train=10000, n_test=2000, vae_steps=500, vae_eval_every=25,
+                               vae_widths=(32, 64), vae_latent=16, vae_learning_rate=1e-3),
+    # The paper's panels: 300 steps of the ConvNet, 1,000 of the VAE (its network is not in the release).
     "paper": ConvergencePreset(steps=300, eval_every=5, seeds=10, widths=(32, 128), batch_size=256,
-                               learning_rate=1e-3, n_train=None, n_test=None),
+                               learning_rate=1e-3, n_train=None, n_test=None, vae_steps=1000, vae_eval_every=20,
+                               vae_widths=(32, 64), vae_latent=16, vae_learning_rate=1e-3),
 }
 
 

@@ -13,7 +13,7 @@ from tfbdl.cli.common import data_line
 from tfbdl.cli.deep_weight_prior.presets import (INIT_TEXT, PRIOR_NAMES, BnnPreset, InitPreset, Presets,
                                                   SourcePreset, VaePreset)
 
-__all__ = ["RELEASE_CONVERGENCE_50", "RELEASE_RFE", "convergence_comparison", "convergence_summary",
+__all__ = ["RELEASE_CONVERGENCE_50", "RELEASE_RFE", "RELEASE_VAE_ELBO_200", "vae_comparison", "vae_table", "convergence_comparison", "convergence_summary",
            "convergence_table", "rfe_comparison", "rfe_summary", "rfe_table", "bnn_summary", "bnn_table", "fit_table", "init_comparison", "init_summary", "kernels_summary",
            "pipeline_summary", "prior_comparison", "source_summary", "vae_summary"]
 
@@ -314,6 +314,7 @@ def pipeline_summary(presets: Presets, metrics: dict, provenance: list[dict]) ->
 RELEASE_RFE = {"1/16": {"dwp": 0.956, "xavier": 0.930, "filters": 0.963},
                "1": {"dwp": 0.983, "xavier": 0.983, "filters": 0.987}}
 RELEASE_CONVERGENCE_50 = {"dwp": 0.96, "xavier": 0.93, "filters": 0.96}
+RELEASE_VAE_ELBO_200 = {"dwp": -115.0, "xavier": -155.0, "filters": -117.0}  # nats, after 200 steps
 
 
 def _arm(arm: str) -> str:
@@ -439,14 +440,56 @@ def convergence_comparison(metrics: dict) -> str:
     return f"Measured: {verdict}{noise} ({'; '.join(parts)}). The release after 50 steps (MNIST): {release}."
 
 
+def vae_table(panel: dict, arms) -> list[str]:
+    """Markdown: the held-out ELBO (mean ± std over seeds) per arm at a few of the evaluated steps."""
+    steps = panel["steps"]
+    shown = sorted({0, _at_step(panel, 200), len(steps) // 2, len(steps) - 1})
+    lines = ["| step | " + " | ".join(_arm(a) for a in arms) + " |", "|---:|" + "---:|" * len(arms)]
+    for i in shown:
+        lines.append(f"| {steps[i]} | " + " | ".join(f"{panel['curves'][a]['mean'][i]:.1f} ± "
+                                                     f"{panel['curves'][a]['std'][i]:.1f}" for a in arms) + " |")
+    return lines
+
+
+def vae_comparison(panel: dict, arms) -> str:
+    """What was measured against the paper's panel (a): the prior-drawn encoders' lower bound above
+    Xavier's early in training (release after 200 steps: dwp ≈ -115, filters ≈ -117, xavier ≈ -155 nats)."""
+    i = _at_step(panel, 200)
+    step, curves = panel["steps"][i], panel["curves"]
+    xavier = np.asarray(curves["xavier"]["mean"])
+    others = [a for a in arms if a != "xavier"]
+    parts = [f"{_arm(a)} {curves[a]['mean'][i]:.1f} vs xavier {xavier[i]:.1f} nats after {step} steps, ahead at "
+             f"{int(np.sum(np.asarray(curves[a]['mean'])[1:] > xavier[1:]))} of {xavier.size - 1} evaluated steps"
+             for a in others]
+    ahead = [a for a in others if curves[a]["mean"][i] > xavier[i]]
+    verdict = ("only Xavier was run, so there is no comparison" if not others else
+               f"after {step} steps every prior-drawn encoder had a higher lower bound than Xavier's, as in the paper"
+               if len(ahead) == len(others) else
+               f"after {step} steps no prior-drawn encoder was ahead of Xavier, so the paper's panel is not reproduced"
+               if not ahead else
+               f"after {step} steps {', '.join(map(_arm, ahead))} was ahead of Xavier but "
+               f"{', '.join(_arm(a) for a in others if a not in ahead)} was not")
+    release = ", ".join(f"{a} ≈ {v:.0f}" for a, v in RELEASE_VAE_ELBO_200.items())
+    return f"Measured: {verdict} ({'; '.join(parts)}). The release after 200 steps (read off its figure): {release}."
+
+
 def convergence_summary(preset, metrics: dict, provenance: list[dict]) -> str:
-    """summary.md of the convergence study: the setting, the table, the verdict, the figure."""
+    """summary.md of the convergence study: the setting, the tables, the verdicts, the figure."""
     lines = [f"Faster convergence: ordinary fconv networks (widths {preset.widths[0]}/{preset.widths[1]}), every "
              f"parameter trained {preset.steps} steps (Adam {preset.learning_rate:g}, batch {preset.batch_size}) on "
              f"{metrics['n_train']} MNIST training images, conv kernels started from each arm; test accuracy on "
              f"{metrics['n_test']} images every {preset.eval_every} steps from step 0, mean ± std over {preset.seeds} "
              "seeds.", ""]
     lines += convergence_table(metrics)
-    lines += ["", convergence_comparison(metrics), "", "Figure: `convergence.png`.", "",
-              f"Data: {data_line(provenance)}."]
+    lines += ["", convergence_comparison(metrics)]
+    if "vae" in metrics:
+        lines += ["", f"VAE on MNIST: a convolutional VAE (encoder 7x7 / 5x5 convolutions of widths "
+                      f"{preset.vae_widths[0]}/{preset.vae_widths[1]}, latent {preset.vae_latent}, Bernoulli pixels "
+                      f"binarised at 0.5) whose encoder kernels start from each arm, trained {preset.vae_steps} steps "
+                      f"(Adam {preset.vae_learning_rate:g}, batch {preset.batch_size}); the lower bound on the "
+                      f"{metrics['n_test']} test images (nats per image, one fixed noise draw) every "
+                      f"{preset.vae_eval_every} steps, mean ± std over {preset.seeds} seeds.", ""]
+        lines += vae_table(metrics["vae"], metrics["arms"])
+        lines += ["", vae_comparison(metrics["vae"], metrics["arms"])]
+    lines += ["", "Figure: `convergence.png`.", "", f"Data: {data_line(provenance)}."]
     return _lines(lines)

@@ -11,17 +11,28 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["AdamSteps", "DenseHeadAdam", "accuracy", "batches"]
+__all__ = ["AdamSteps", "DenseHeadAdam", "accuracy", "batches", "cross_entropy"]
+
+
+def cross_entropy(forward):
+    """The loss ``(x, y) -> mean CE(forward(x), y)`` for :class:`AdamSteps`; ``forward`` maps ``x [b, ...]`` to
+    logits ``[b, classes]``, ``y [b]`` holds integer labels."""
+    import tensorflow as tf
+
+    def loss(x, y):
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=forward(x)))
+
+    return loss
 
 
 class AdamSteps:
-    """Adam on ``variables`` of the loss ``mean CE(forward(x), y)``; ``forward`` maps ``x [b, ...]`` to
-    logits ``[b, classes]``. Every other variable ``forward`` reads stays as it is (frozen)."""
+    """Adam on ``variables`` of a scalar ``loss(x, y)`` (e.g. :func:`cross_entropy`); every other
+    variable the loss reads stays as it is (frozen)."""
 
-    def __init__(self, forward, variables, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+    def __init__(self, loss, variables, *, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         import tensorflow as tf
 
-        self.forward, self.variables = forward, list(variables)
+        self.loss, self.variables = loss, list(variables)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
         self.v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self.variables]
@@ -38,8 +49,7 @@ class AdamSteps:
         import tensorflow as tf
 
         with tf.GradientTape() as tape:
-            logits = self.forward(x)
-            loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+            loss = self.loss(x, y)
         grads = tape.gradient(loss, self.variables)
         t = self.t.assign_add(1.0)
         correction = tf.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
@@ -50,11 +60,10 @@ class AdamSteps:
         return loss
 
     def step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
-        """One Adam step on the batch ``(x, y)`` at learning rate ``lr``; the batch's mean loss."""
+        """One Adam step on the batch ``(x, y)`` at learning rate ``lr``; the loss before the step."""
         import tensorflow as tf
 
-        return float(self._step(tf.convert_to_tensor(x), tf.convert_to_tensor(y.astype(np.int32)),
-                                tf.constant(lr, tf.float32)))
+        return float(self._step(tf.convert_to_tensor(x), tf.convert_to_tensor(y), tf.constant(lr, tf.float32)))
 
 
 def batches(n: int, batch_size: int, rng: np.random.Generator):
