@@ -14,7 +14,7 @@ from tests.conftest import release_dir
 from tfbdl.cli import fidelity
 from tfbdl.cli.deep_weight_prior.kernel_sources import draw_filters, find_pipeline_vaes, kernel_sources
 from tfbdl.cli.deep_weight_prior.presets import RFE_PRESETS, RfePreset, parse_scales
-from tfbdl.cli.deep_weight_prior.report import convergence_comparison, rfe_comparison
+from tfbdl.cli.deep_weight_prior.report import convergence_comparison, rfe_comparison, vae_comparison
 from tfbdl.cli.deep_weight_prior.stepwise import DenseHeadAdam, _softmax_grads
 from tfbdl.errors import InvalidOptionError
 
@@ -193,6 +193,26 @@ def test_adam_steps_match_adams_first_step_and_leave_other_variables_alone():
     assert float(steps.t.numpy()) == 0.0 and not np.any(steps.m[0].numpy())
 
 
+def test_the_mnist_vae_bound_in_closed_form_and_its_encoder_takes_the_arm(tmp_path):
+    from tfbdl.cli.deep_weight_prior.kernel_sources import initialise_kernels
+    from tfbdl.cli.deep_weight_prior.mnist_vae import conv_vae, elbo_loss, eval_elbo
+    from tfbdl.dwp.kernel_bank import kernel_slices
+
+    encoder, decoder = conv_vae((3, 5), 2, seed=0)
+    for layer in (encoder.get_layer("posterior"), decoder.get_layer("pixels")):
+        for v in layer.weights:
+            v.assign(np.zeros(v.shape, np.float32))
+    # q(z|x) = N(0, I) (KL 0) and every pixel's logit 0: the bound is 784 log(1/2) whatever the image and noise
+    x = (np.random.default_rng(0).random((7, 28, 28, 1)) > 0.5).astype(np.float32)
+    eps = np.random.default_rng(1).standard_normal((7, 2)).astype(np.float32)
+    assert eval_elbo(elbo_loss(encoder, decoder), x, eps, batch_size=3) == pytest.approx(-784 * np.log(2), rel=1e-5)
+    root, bank = _ours(tmp_path, relative=True)
+    initialise_kernels(encoder, "filters", kernel_sources(str(root), None, tmp_path), seed=2)
+    for name, k in (("conv1", 7), ("conv2", 5)):
+        for s in kernel_slices(encoder.get_layer(name).kernel.numpy()):
+            assert np.any(np.all(bank[k] == s, axis=(1, 2)))
+
+
 # --------------------------------------------------------------------------- summaries and fidelity claims
 
 
@@ -247,6 +267,17 @@ def test_convergence_verdicts_and_claim(tmp_path):
     assert fidelity.measure(claim, _make_run(tmp_path / "b", mixed)).startswith("in part: after 50 steps")
 
 
+def test_vae_panel_verdict():
+    panel = {"steps": [0, 100, 200, 1000], "curves": {
+        "dwp": {"mean": [-540, -160, -115, -95], "std": [1, 5, 4, 2]},
+        "xavier": {"mean": [-540, -200, -155, -96], "std": [1, 5, 4, 2]},
+        "filters": {"mean": [-540, -165, -117, -94], "std": [1, 5, 4, 2]}}}
+    text = vae_comparison(panel, ["dwp", "xavier", "filters"])
+    assert text.startswith("Measured: after 200 steps every prior-drawn encoder had a higher lower bound than "
+                           "Xavier's, as in the paper (dwp -115.0 vs xavier -155.0 nats after 200 steps, ahead at 3 "
+                           "of 3 evaluated steps; filters -117.0 vs xavier -155.0 nats after 200 steps, ahead at 3")
+
+
 # --------------------------------------------------------------------------- the CLI at tiny scale
 
 
@@ -281,7 +312,7 @@ def test_random_features_tiny_two_seeds_two_widths_and_resume(shared_data_dir, t
 def test_convergence_tiny_resumes_per_arm_and_seed(shared_data_dir, tmp_path):
     folder = _release()
     args = ("dwp", "convergence", "--scale", "tiny", "--out", str(tmp_path), "--data-dir", str(shared_data_dir),
-            "--release-dir", str(folder), "--steps", "6", "--eval-every", "4")
+            "--release-dir", str(folder), "--steps", "6", "--eval-every", "4", "--vae-steps", "4")
     first = _tfbdl(*args)
     assert first.returncode == 0, first.stderr
     (run,) = (tmp_path / "dwp-convergence").iterdir()
@@ -291,6 +322,12 @@ def test_convergence_tiny_resumes_per_arm_and_seed(shared_data_dir, tmp_path):
         curve = metrics["curves"][arm]
         assert len(curve["runs"]) == 2 and all(len(r) == 3 for r in curve["runs"])
         np.testing.assert_allclose(curve["mean"], np.mean(curve["runs"], axis=0))
+    vae = metrics["vae"]
+    assert vae["steps"] == [0, 3, 4]  # the tiny preset evaluates every 3 VAE steps
+    for arm in ("xavier", "dwp-release", "filters-release"):
+        runs = np.asarray(vae["curves"][arm]["runs"])
+        assert runs.shape == (2, 3) and np.all(runs < 0) and np.all(runs > -800)  # nats per image, above 784 ln 2
+    assert "VAE on MNIST" in (run / "summary.md").read_text()
     # one arm's seed lost: only it is retrained, the others are read back
     import shutil
 
