@@ -77,9 +77,11 @@ EXPERIMENTS: tuple[Experiment, ...] = (
                "DWP initialisation", "tfbdl.cli.deep_weight_prior:resolve_data"),
     Experiment("dwp-random-features", ("dwp", "random-features"),
                "The Deep Weight Prior: random feature extraction, frozen conv kernels from the DWP / Xavier / the "
-               "kernel bank, accuracy against the width scale", "tfbdl.cli.deep_weight_prior.random_features:resolve_data"),
+               "kernel bank, accuracy against the width scale",
+               "tfbdl.cli.deep_weight_prior.random_features:resolve_data"),
     Experiment("dwp-convergence", ("dwp", "convergence"),
-               "The Deep Weight Prior: faster convergence, DWP / Xavier / kernel-bank initialisation, accuracy per step",
+               "The Deep Weight Prior: faster convergence, DWP / Xavier / kernel-bank initialisation, ConvNet accuracy "
+               "and VAE lower bound per step",
                "tfbdl.cli.deep_weight_prior.convergence:resolve_data"),
     Experiment("linearized", ("linearized", "run"),
                "What can linearized neural networks actually say about generalization?: NTK eigenfunctions, NADs, "

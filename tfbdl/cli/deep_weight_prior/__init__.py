@@ -16,7 +16,12 @@ The pipeline of the reference code (``SamsungLabs/deep-weight-prior``), one comm
    batch 256, 10,000 epochs, test accuracy of a 10-sample ensemble).
 5. ``dwp-init``: ordinary fconv networks initialised from kernel-VAE decoder samples against Xavier
    initialisation, learning curves on MNIST with few examples.
-6. ``run``: all of it in one run directory ``OUT/dwp/<run-id>/`` with one resumable sub-folder per
+6. ``random-features``: fconv networks whose conv kernels are drawn from the DWP, Xavier or the kernel
+   bank ("filters") and frozen, only the dense layer trained; accuracy against the width scale k
+   (the release's ``train-net.py --rfe 1``).
+7. ``convergence``: the same initialisations, every parameter trained; the ConvNet's test accuracy and
+   a convolutional VAE's lower bound per optimisation step (``train-net.py --fastconv 1``).
+8. ``run``: all of it in one run directory ``OUT/dwp/<run-id>/`` with one resumable sub-folder per
    stage (``source/``, ``kernels/``, ``vae/``, ``bnn/``, ``init/``).
 
 Each standalone command writes its own ``OUT/dwp-<stage>/<run-id>/`` and takes the previous stage's
@@ -29,9 +34,10 @@ At tiny/smoke scale Fashion-MNIST stands in for notMNIST and 10,000 real MNIST d
 
 Modules: :mod:`.presets` (settings per scale), :mod:`.data`, :mod:`.rundirs` (stage inputs and
 sub-runs), one per stage (:mod:`.source`, :mod:`.kernels` for the bank and the VAEs, :mod:`.bnn`,
-:mod:`.initialisation`), :mod:`.pipeline` (``run``), :mod:`.figures`, :mod:`.report` (summary.md)
-and :mod:`.cli` (the Click commands). The generic block-wise BNN fitting is
-:mod:`tfbdl.dwp.fitting`. TensorFlow is imported only when a stage runs.
+:mod:`.initialisation`, :mod:`.random_features`, :mod:`.convergence` with :mod:`.mnist_vae`; the
+kernel draws in :mod:`.kernel_sources`, the Adam steps in :mod:`.stepwise`), :mod:`.pipeline`
+(``run``), :mod:`.figures`, :mod:`.report` (summary.md) and :mod:`.cli` (the Click commands). The
+generic block-wise BNN fitting is :mod:`tfbdl.dwp.fitting`. TensorFlow is imported only when a stage runs.
 """
 
 from __future__ import annotations

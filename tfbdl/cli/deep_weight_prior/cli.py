@@ -19,7 +19,8 @@ from tfbdl.cli.deep_weight_prior.source import stage_source
 from tfbdl.cli.options import FINITE_FLOAT, FiniteFloatRange, common_run_options
 from tfbdl.errors import InvalidOptionError
 
-__all__ = ["collect_kernels_command", "convergence_command", "dwp", "dwp_init_command", "random_features_command", "run_command", "train_bnn_command",
+__all__ = ["collect_kernels_command", "convergence_command", "dwp", "dwp_init_command", "random_features_command",
+           "run_command", "train_bnn_command",
            "train_source_command", "train_vae_command"]
 
 

@@ -12,11 +12,12 @@ import dataclasses
 from tfbdl.cli.options import comma_separated
 from tfbdl.errors import InvalidOptionError
 
-__all__ = ["ARMS", "ARM_NAMES", "CONVERGENCE_PRESETS", "ConvergencePreset", "RFE_PRESETS", "RFE_SCALES",
-           "RfePreset", "SEED_CONVERGENCE", "SEED_RFE", "parse_scales", "BnnPreset", "COMMANDS", "EXPERIMENT", "INITS", "INIT_NAMES", "INIT_TEXT", "InitPreset", "KERNEL_SIZES",
-           "KernelPreset", "PRESETS", "PRIORS", "PRIOR_NAMES", "Presets", "SEED_BNN", "SEED_INIT", "SEED_SOURCE",
-           "SEED_SUBSET", "SEED_TEST", "SEED_VAE", "SOURCE_DATA", "STAGES", "STAGE_EXPERIMENTS", "SourcePreset",
-           "TARGET_DATA", "VaePreset", "bnn_preset", "parse_sizes", "replace_given"]
+__all__ = ["ARMS", "ARM_NAMES", "BnnPreset", "COMMANDS", "CONVERGENCE_PRESETS", "ConvergencePreset", "EXPERIMENT",
+           "INITS", "INIT_NAMES", "INIT_TEXT", "InitPreset", "KERNEL_SIZES", "KernelPreset", "PRESETS", "PRIORS",
+           "PRIOR_NAMES", "Presets", "RFE_PRESETS", "RFE_SCALES", "RfePreset", "SEED_BNN", "SEED_CONVERGENCE",
+           "SEED_INIT", "SEED_RFE", "SEED_SOURCE", "SEED_SUBSET", "SEED_TEST", "SEED_VAE", "SOURCE_DATA", "STAGES",
+           "STAGE_EXPERIMENTS", "SourcePreset", "TARGET_DATA", "VaePreset", "bnn_preset", "parse_scales",
+           "parse_sizes", "replace_given"]
 
 EXPERIMENT = "dwp"
 STAGES = ("source", "kernels", "vae", "bnn", "init")

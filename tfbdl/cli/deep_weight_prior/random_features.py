@@ -21,7 +21,8 @@ from tfbdl.cli.deep_weight_prior.stepwise import DenseHeadAdam, accuracy, batche
 from tfbdl.data.subsets import seeded_subset
 from tfbdl.seeding import derive_seed
 
-__all__ = ["resolve_data", "scale_folder", "scaled_widths", "stage_random_features", "summarise", "train_random_features"]
+__all__ = ["resolve_data", "scale_folder", "scaled_widths", "stage_random_features", "summarise",
+           "train_random_features"]
 
 
 def scaled_widths(base, scale: str) -> tuple[int, int]:

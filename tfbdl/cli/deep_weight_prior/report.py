@@ -13,9 +13,10 @@ from tfbdl.cli.common import data_line
 from tfbdl.cli.deep_weight_prior.presets import (INIT_TEXT, PRIOR_NAMES, BnnPreset, InitPreset, Presets,
                                                   SourcePreset, VaePreset)
 
-__all__ = ["RELEASE_CONVERGENCE_50", "RELEASE_RFE", "RELEASE_VAE_ELBO_200", "vae_comparison", "vae_table", "convergence_comparison", "convergence_summary",
-           "convergence_table", "rfe_comparison", "rfe_summary", "rfe_table", "bnn_summary", "bnn_table", "fit_table", "init_comparison", "init_summary", "kernels_summary",
-           "pipeline_summary", "prior_comparison", "source_summary", "vae_summary"]
+__all__ = ["RELEASE_CONVERGENCE_50", "RELEASE_RFE", "RELEASE_VAE_ELBO_200", "bnn_summary", "bnn_table",
+           "convergence_comparison", "convergence_summary", "convergence_table", "fit_table", "init_comparison",
+           "init_summary", "kernels_summary", "pipeline_summary", "prior_comparison", "rfe_comparison",
+           "rfe_summary", "rfe_table", "source_summary", "vae_comparison", "vae_summary", "vae_table"]
 
 
 def _mean_std(values) -> str:
@@ -329,7 +330,8 @@ def _gap_text(a: float, b: float, spread: float) -> str:
 
 def rfe_table(metrics: dict, scales) -> list[str]:
     """Markdown: one row per arm, one column per width scale, ``mean ± std`` over seeds."""
-    lines = ["| kernels | " + " | ".join(f"k = {k} ({'/'.join(map(str, metrics['widths'][k]))})" for k in scales) + " |",
+    widths = {k: "/".join(map(str, metrics["widths"][k])) for k in scales}
+    lines = ["| kernels | " + " | ".join(f"k = {k} ({widths[k]})" for k in scales) + " |",
              "|---|" + "---:|" * len(scales)]
     for arm in metrics["arms"]:
         cells = [_cell(next(r for r in metrics["table"] if r["arm"] == arm and r["scale"] == k)) for k in scales]
@@ -377,9 +379,11 @@ def rfe_comparison(metrics: dict, scales) -> str:
 def rfe_summary(preset, metrics: dict, provenance: list[dict]) -> str:
     """summary.md of the random-feature study: the setting, the table, the verdict, the figure."""
     lines = [f"Random feature extraction: fconv networks (widths k × {preset.base_widths[0]}/{preset.base_widths[1]}) "
-             f"whose conv kernels and biases are drawn once and frozen; only the dense layer is trained ({preset.epochs} "
+             "whose conv kernels and biases are drawn once and frozen; only the dense layer is trained "
+             f"({preset.epochs} "
              f"epoch(s), Adam {preset.learning_rate:g} decayed linearly to 0, batch {preset.batch_size}) on "
-             f"{metrics['n_train']} MNIST training images; test accuracy on {metrics['n_test']} images, mean ± std over "
+             f"{metrics['n_train']} MNIST training images; test accuracy on {metrics['n_test']} images, mean ± std "
+             "over "
              f"{preset.seeds} seeds (the same seed gives every arm the same biases, dense initialisation and data "
              "order). Kernels: dwp = kernel-VAE decoder means at z ~ N(0, I); xavier = Xavier-normal; filters = slices "
              "drawn at random from the kernel bank the VAEs were trained on.", ""]
@@ -426,9 +430,11 @@ def convergence_comparison(metrics: dict) -> str:
     if not others:
         verdict = "only Xavier was run, so there is no comparison"
     elif len(ahead) == len(others):
-        verdict = f"after {step} steps every prior-drawn start was ahead of Xavier, the faster convergence the paper reports"
+        verdict = (f"after {step} steps every prior-drawn start was ahead of Xavier, the faster convergence the "
+                   "paper reports")
     elif not ahead:
-        verdict = f"after {step} steps no prior-drawn start was ahead of Xavier, so the paper's claim is not reproduced here"
+        verdict = (f"after {step} steps no prior-drawn start was ahead of Xavier, so the paper's claim is not "
+                   "reproduced here")
     else:
         verdict = (f"after {step} steps {', '.join(map(_arm, ahead))} was ahead of Xavier but "
                    f"{', '.join(_arm(a) for a in others if a not in ahead)} was not")
