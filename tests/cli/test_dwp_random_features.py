@@ -36,6 +36,27 @@ def _tfbdl(*args):
 # --------------------------------------------------------------------------- options
 
 
+def test_paper_presets_pin_the_release_settings():
+    from tfbdl.cli.deep_weight_prior.presets import CONVERGENCE_PRESETS, RFE_SCALES
+
+    rfe, conv = RFE_PRESETS["paper"], CONVERGENCE_PRESETS["paper"]
+    # SamsungLabs/deep-weight-prior, train-net.py: --lr 0.001 (Adam), --bs 256, --epochs 100 with lr_linear
+    # (decay to 0 from --decrease_from 0); --rfe 1 hands the optimiser net.classifier's parameters only.
+    assert (rfe.learning_rate, rfe.batch_size, rfe.epochs) == (1e-3, 256, 100)
+    assert (conv.learning_rate, conv.batch_size) == (1e-3, 256)
+    # SamsungLabs/deep-weight-prior, README.md: the MNIST fconv of the paper's experiments, --hid_dim 32 128.
+    assert rfe.base_widths == conv.widths == (32, 128)
+    # The release's figures (data/rfe.jpeg, data/fc.jpeg): k = 1/16 ... 1 on MNIST; 0..300 ConvNet steps and
+    # 0..1000 VAE steps.
+    assert rfe.scales == tuple(RFE_SCALES) == ("1/16", "1/8", "1/4", "1/2", "1")
+    assert (conv.steps, conv.vae_steps) == (300, 1000) and rfe.n_train is None and conv.n_train is None
+    # SamsungLabs/deep-weight-prior, models/lenet.py, FConvMNIST.weights_init: 'filters' takes
+    # np.random.permutation(len(filters))[:N] (no slice twice); 'vae' takes vae.decode(z)[0], the decoder means
+    # (the dwp arm: KernelVAE.sample_kernels(mean=True), tested above).
+    bank = np.arange(10 * 4, dtype=np.float32).reshape(10, 2, 2)
+    assert len({float(v) for v in draw_filters(bank, 10, seed=0)[:, 0, 0]}) == 10
+
+
 def test_scales_are_parsed_in_increasing_order_and_bad_ones_refused():
     assert parse_scales("1,1/16, 1/4") == ("1/16", "1/4", "1")
     assert parse_scales(None) is None
