@@ -40,7 +40,13 @@ to ``metrics.csv`` and marks ``<name>/epoch-<k>`` done in ``progress.json``. A r
 and continues; data order is a pure function of ``(seed, epoch)``, so on a CPU the resumed
 run ends with bitwise the same weights as an uninterrupted one. A crash (an exception, a
 kill) during an epoch leaves the previous epoch's checkpoint untouched. In a multi-worker
-run only the chief writes; every worker reads the checkpoint on resume (use a shared folder).
+run only the chief writes (checkpoints, ``metrics.csv``, ``progress.json``); every worker reads
+the checkpoint on resume, so the run dir must be one folder that all of them see (a shared
+filesystem), and :meth:`Trainer.fit` raises RunDirectoryError on every worker when they would
+start from different epochs. Every worker still collects the state each epoch (reading a
+distributed variable can be a collective operation), the chief alone saves it. A killed worker
+stops the others at their next collective step (they wait, then fail when TensorFlow's peer
+health check gives up); rerun every worker with the same command to resume.
 
 Epochs are counted from 0 in the API (``lr_schedule(epoch)``, ``data(epoch)``,
 ``on_epoch_end(trainer, epoch, logs)`` get the index of the epoch being run or just run);
@@ -63,7 +69,7 @@ from tfbdl.errors import InvalidOptionError, RunDirectoryError, ShapeError
 from tfbdl.io import RunDir, atomic_path
 from tfbdl.progress import progress
 from tfbdl.seeding import derive_rng, derive_seed
-from tfbdl.train.strategy import get_strategy, is_chief, is_default_strategy
+from tfbdl.train.strategy import gather_from_workers, get_strategy, is_chief, is_default_strategy, is_multi_worker
 from tfbdl.validate import integer, number
 
 __all__ = [
@@ -574,6 +580,18 @@ class Trainer:
                 raise RunDirectoryError(
                     f"{ckpt.json_path} has already {start} epochs, more than the {epochs} asked; "
                     "ask for at least as many epochs or rerun with --no-resume"
+                )
+        if is_multi_worker(self.strategy):
+            # Every worker must continue from the chief's checkpoint: one that starts from another
+            # epoch (its own copy of the run folder, or none) would silently train other weights.
+            starts = sorted({int(s) for s in gather_from_workers(self.strategy, start)})
+            if len(starts) > 1:
+                mine = (f"{ckpt.json_path}" if loaded is not None
+                        else f"no checkpoint in {ckpt.json_path.parent}" if ckpt is not None else "no run dir")
+                raise RunDirectoryError(
+                    f"the workers would start from different epochs {starts} (this one from {start}: {mine}); "
+                    "every worker must read the chief's checkpoints, so give them all the same run folder "
+                    "on a filesystem they share"
                 )
         if start >= epochs and loaded is None:
             return history

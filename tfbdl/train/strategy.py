@@ -8,6 +8,12 @@
 
 Create the model and the optimizer inside ``strategy.scope()`` (the :class:`~tfbdl.train.loop.Trainer`
 does this for the optimizer and for a model that is not built yet).
+
+In a multi-worker run every worker runs the same program on its share of each global batch; only
+the chief writes files (:func:`is_chief`), and every worker must read the same checkpoints, so the
+run folder must be one folder that every worker sees (a shared filesystem).
+:func:`gather_from_workers` lets the workers compare a number before they go on (the Trainer
+checks that they resume from the same epoch).
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import os
 
 from tfbdl.errors import InvalidOptionError
 
-__all__ = ["STRATEGIES", "get_strategy", "is_chief", "is_default_strategy", "parse_tf_config"]
+__all__ = ["STRATEGIES", "gather_from_workers", "get_strategy", "is_chief", "is_default_strategy",
+           "is_multi_worker", "parse_tf_config"]
 
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
@@ -116,3 +123,34 @@ def is_chief(strategy=None) -> bool:
 def is_default_strategy(strategy) -> bool:
     """Whether ``strategy`` is TensorFlow's no-op default strategy (one device, no replication)."""
     return type(strategy).__name__.startswith("_Default")
+
+
+def is_multi_worker(strategy) -> bool:
+    """Whether ``strategy`` spans several processes (a cluster of more than one chief or worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return False
+    try:
+        spec = resolver.cluster_spec().as_dict()
+    except Exception:  # noqa: BLE001 - an unusual resolver: treat as one process
+        return False
+    return sum(len(spec.get(job) or ()) for job in ("chief", "worker")) > 1
+
+
+def gather_from_workers(strategy, value: float) -> list[float]:
+    """``value`` of every replica of ``strategy``, in replica order (``[value]`` for one process).
+
+    A collective operation in a multi-worker run: every worker must call it at the same point of
+    its program, or they wait for each other until TensorFlow's peer health check gives up.
+    """
+    if not is_multi_worker(strategy):
+        return [float(value)]
+    import tensorflow as tf
+
+    local = tf.constant([float(value)], tf.float64)
+
+    @tf.function
+    def gather():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_gather(local, axis=0))
+
+    return [float(v) for v in strategy.experimental_local_results(gather())[0].numpy()]
