@@ -187,7 +187,7 @@ def test_two_workers_match_one_process_and_resume_after_a_kill(tmp_path):
     # Only the chief wrote: one metrics row per epoch, no second writer's duplicates.
     assert _metrics_epochs(whole) == list(range(1, EPOCHS + 1))
 
-    assert procs[4].returncode == -signal.SIGKILL
+    assert procs[4].returncode == -signal.SIGKILL, logs[4].read_text()[-3000:]
     assert procs[3].returncode != 0, "the chief finished although worker 1 was killed"
     checkpoint = json.loads((killed / "mw" / "run" / "checkpoints/train/checkpoint.json").read_text())
     assert 1 <= checkpoint["epoch"] < EPOCHS
