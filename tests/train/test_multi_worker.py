@@ -1,6 +1,7 @@
 """Multi-worker training on one machine: two ``MultiWorkerMirroredStrategy`` workers (TF_CONFIG on
 127.0.0.1) train the same weights as one process, only the chief writes, and a run whose worker
-is killed resumes from the chief's last checkpoint to the uninterrupted run's weights.
+is killed resumes from the chief's last checkpoint to the uninterrupted run's weights; workers
+that do not see the same checkpoint (no shared folder) refuse to start instead of diverging.
 
 Each worker is a subprocess on the CPU with one thread. Both processes see every global batch of
 ``BATCH`` images and train on half of it; the Trainer scales each worker's summed loss by the
