@@ -45,8 +45,8 @@ the checkpoint on resume, so the run dir must be one folder that all of them see
 filesystem), and :meth:`Trainer.fit` raises RunDirectoryError on every worker when they would
 start from different epochs. Every worker still collects the state each epoch (reading a
 distributed variable can be a collective operation), the chief alone saves it. A killed worker
-stops the others at their next collective step (they wait, then fail when TensorFlow's peer
-health check gives up); rerun every worker with the same command to resume.
+stops the others at their next collective step: they wait until TensorFlow notices its missing
+heartbeats (seconds), then fail; rerun every worker with the same command to resume.
 
 Epochs are counted from 0 in the API (``lr_schedule(epoch)``, ``data(epoch)``,
 ``on_epoch_end(trainer, epoch, logs)`` get the index of the epoch being run or just run);
