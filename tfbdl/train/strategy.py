@@ -141,7 +141,7 @@ def gather_from_workers(strategy, value: float) -> list[float]:
     """``value`` of every replica of ``strategy``, in replica order (``[value]`` for one process).
 
     A collective operation in a multi-worker run: every worker must call it at the same point of
-    its program, or they wait for each other until TensorFlow's peer health check gives up.
+    its program, or the ones that did wait for the others (without a time limit).
     """
     if not is_multi_worker(strategy):
         return [float(value)]
