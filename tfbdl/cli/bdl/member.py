@@ -36,7 +36,9 @@ def train_member(run, preset: SwagPreset, data, *, num_classes: int, seed: int, 
     with distribution.scope():
         model = build_model(preset.model, num_classes=num_classes, input_shape=x_train.shape[1:],
                             seed=seed)
-        swag = SWAG(model.trainable_variables, max_rank=preset.max_rank)
+    # Outside the scope: SWAG's moments are plain variables that every process updates alike from
+    # the (mirrored) weights after each epoch; a distributed variable has no scatter_nd_update.
+    swag = SWAG(model.trainable_variables, max_rank=preset.max_rank)
     weight_decay = preset.weight_decay
     if preset.prior_var is not None:
         weight_decay += weight_decay_for_prior(preset.prior_var, y_train.size)
