@@ -257,7 +257,9 @@ RFE_PRESETS = {
     # CI: narrow nets so the frozen features cost little; two scales exercise the scaling.
     "tiny": RfePreset(scales=("1/16", "1/4"), base_widths=(16, 64), seeds=2, epochs=10, batch_size=64,
                       learning_rate=1e-3, n_train=500, n_test=300),
-    "smoke": RfePreset(scales=tuple(RFE_SCALES), base_widths=(32, 128), seeds=3, epochs=10, batch_size=256,
+    # The release's 100 epochs on a sixth of MNIST (3,900 Adam steps, a sixth of the release's): with
+    # 10 epochs the dense heads were far from trained (Xavier 0.84 at k = 1 against 0.92 with 100).
+    "smoke": RfePreset(scales=("1/16", "1/4", "1"), base_widths=(32, 128), seeds=3, epochs=100, batch_size=256,
                        learning_rate=1e-3, n_train=10000, n_test=2000),
     "paper": RfePreset(scales=tuple(RFE_SCALES), base_widths=(32, 128), seeds=5, epochs=100, batch_size=256,
                        learning_rate=1e-3, n_train=None, n_test=None),
