@@ -5,6 +5,8 @@ eigenfunctions and neural anisotropy directions (Ortiz-Jiménez, Moosavi-Dezfool
 - :mod:`tfbdl.ntk.empirical`: ``Θ(x, x') = J(x) J(x')ᵀ`` of any Keras 3 model at its current
   parameters, computed block by block with bounded memory, optionally into a resumable HDF5
   file (:func:`tfbdl.ntk.empirical.compute_ntk`).
+- :mod:`tfbdl.ntk.structured`: the ``"structured"`` strategy's per-layer factorisations of
+  Dense / Conv2D gradients (the fastest on convolutional networks with a large dense layer).
 - :mod:`tfbdl.ntk.kernel`: that NTK as a ``gpflow.kernels.Kernel``
   (:class:`tfbdl.ntk.kernel.EmpiricalNTKKernel`, also ``tfbdl.ntk.EmpiricalNTKKernel``), for
   ``GPR`` / ``SVGP``; it reads the model's weights at every evaluation.
