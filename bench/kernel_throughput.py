@@ -4,8 +4,11 @@
     python bench/kernel_throughput.py [--n 1024] [--dtypes float32 float64] [--pair-batch 2048]
 
 Prints, per dtype: wall time, matrix entries per second (N^2 / t, although only the upper
-triangle is computed), achieved GFLOP/s, and a float32 matmul's GFLOP/s measured in the same run,
-plus the float32 result's largest relative difference from float64.
+triangle is computed), achieved GFLOP/s, and a float32 matmul's GFLOP/s measured in the same run
+(TensorFlow and numpy's BLAS) next to the cores' theoretical float32 FMA peak (from /proc/cpuinfo:
+8 float32 lanes per 256-bit AVX2 FMA, 2 FMA units, 2 flops per FMA), plus the float32 result's
+largest relative difference from float64. Each dtype is timed on its second call at full size:
+the compiled step's shapes include N, so the first call at a new N compiles it (seconds).
 
 FLOP model (per pair of images, per layer, what this implementation executes): a k x k "same"
 conv on an H x W map as two banded matmuls, 2*H*H*W + 2*H*W*W; the ReLU as 12 flops per location
@@ -33,6 +36,30 @@ def matmul_gflops(seconds: float = 2.0, size: int = 2048) -> float:
     return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
 
 
+def numpy_sgemm_gflops(seconds: float = 2.0, size: int = 2048) -> float:
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((size, size), dtype=np.float32) for _ in range(2))
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def theoretical_gflops() -> float | None:
+    """Cores x clock x 32 float32 flops per cycle (two 8-lane FMA units), if the CPU has AVX2 and FMA."""
+    try:
+        info = open("/proc/cpuinfo").read()
+    except OSError:
+        return None
+    flags = next((line for line in info.splitlines() if line.startswith("flags")), "").split()
+    mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    if "avx2" not in flags or "fma" not in flags or not mhz:
+        return None
+    return len(mhz) * max(mhz) * 1e6 * 32 / 1e9
+
+
 def flops_per_pair(height=28, width=28, depth=7) -> float:
     conv = 2 * height * height * width + 2 * height * width * width
     relu = 12 * height * width
@@ -54,7 +81,9 @@ def main() -> None:
     print(f"ConvNet GP preset, K(X, X) with N = {args.n}, 28x28x1 inputs; TF {tf.__version__}, "
           f"{os.cpu_count()} CPU cores, devices {[d.name for d in tf.config.list_logical_devices()]}")
     peak = matmul_gflops()
-    print(f"float32 matmul (2048^3): {peak:.1f} GFLOP/s")
+    theoretical = theoretical_gflops()
+    print(f"float32 matmul (2048^3): TensorFlow {peak:.1f} GFLOP/s, numpy {numpy_sgemm_gflops():.1f} GFLOP/s; "
+          f"theoretical FMA peak {'unknown' if theoretical is None else f'{theoretical:.1f} GFLOP/s'}")
     images = np.random.default_rng(args.seed).random((args.n, 784))
     options = {} if args.pair_batch is None else {"pair_batch": args.pair_batch}
     results = {}
@@ -62,7 +91,7 @@ def main() -> None:
     for name in args.dtypes:
         kernel = paper_kernel("convnet_gp", normalise=False, **options)
         x = images.astype(name)
-        kernel.K(x[:64]).numpy()  # compile / warm up
+        kernel.K(x).numpy()  # compiles the step for this N
         start = time.perf_counter()
         results[name] = kernel.K(x).numpy()
         seconds = time.perf_counter() - start
