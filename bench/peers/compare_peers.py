@@ -161,7 +161,12 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     strategies = args.ntk_strategies or default_strategies()
     peer_python = ensure_venv(args.venv)
-    work = pathlib.Path(tempfile.mkdtemp(prefix="tfbdl-peers-"))
+    with tempfile.TemporaryDirectory(prefix="tfbdl-peers-") as work:
+        compare(args, strategies, peer_python, pathlib.Path(work))
+
+
+def compare(args, strategies: list[str], peer_python: pathlib.Path, work: pathlib.Path) -> None:
+    """Run every case (inputs, weights and results under ``work``) and print / write the table."""
     n_kernel = args.n or 512
     n_ntk = args.n or (2000 if args.large else 400)
     rows, notes = [], []
