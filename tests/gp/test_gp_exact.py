@@ -67,12 +67,9 @@ def test_cholesky_matches_numpy_in_place(order):
 
 @pytest.mark.parametrize("order", ["C", "F"])
 @pytest.mark.parametrize("panel", [1, 7, 16, 60, 100])
-def test_blocked_cholesky_equals_lapack(order, panel, monkeypatch):
+def test_blocked_cholesky_equals_lapack(order, panel):
     """The blocked form (used above BLOCKED_ABOVE rows) gives LAPACK's factor, touches only the
     lower triangle, and works in float32 too."""
-    from tfbdl.gp import cholesky
-
-    monkeypatch.setattr(cholesky, "_UPDATE_ROWS", 5)  # trailing updates in several row chunks
     K0 = random_spd(60, seed=5)
     K = np.array(K0, order=order)
     L, jitter = cholesky_inplace(K, panel=panel, clean=False)
@@ -205,6 +202,95 @@ def test_cho_solve_inplace_solves_and_overwrites():
     np.testing.assert_allclose(X, expected, rtol=1e-9)
     assert np.shares_memory(X, Bf)
     np.testing.assert_allclose(cho_solve_inplace(L, B[:, 0].copy()), expected[:, 0], rtol=1e-9)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_blocked_cholesky_allocates_no_panel(order, small_blocks):
+    """The blocked factorisation works in K's buffer: no temporary near one N x panel block."""
+    n, panel = 600, 64
+    K0 = random_spd(n, seed=9)
+    K = np.array(K0, order=order)
+    tracemalloc.start()
+    try:
+        L, _ = cholesky_inplace(K, panel=panel, clean=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < n * panel * K.itemsize / 4
+    np.testing.assert_allclose(np.tril(L), np.linalg.cholesky(K0), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_restore_from_upper_in_either_order_in_place(order, small_blocks):
+    K0 = random_spd(600, seed=14)
+    K = np.array(K0, order=order)
+    K[np.tril_indices(600)] = -1.0  # lower triangle and diagonal overwritten, as by a factorisation
+    tracemalloc.start()
+    try:
+        restore_from_upper(K, np.diag(K0))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(K, K0)
+    assert peak < 64 * 600 * K.itemsize / 2  # well below one 64-row block of K
+
+
+@pytest.mark.parametrize("l_order", ["C", "F"])
+@pytest.mark.parametrize("panel", [1, 7, 16, 45, 100])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_blocked_solve_matches_numpy_in_place(l_order, panel, dtype):
+    """Panel-by-panel solves (used above BLOCKED_ABOVE rows) give K^-1 B for C- and Fortran-ordered
+    factors whose upper triangle holds K, write into B, and copy neither L nor B."""
+    K0 = random_spd(45, seed=10)
+    L, _ = cholesky_inplace(np.array(K0, dtype=dtype, order=l_order), clean=False)
+    B0 = np.random.default_rng(10).standard_normal((45, 4))
+    expected = np.linalg.solve(K0, B0)
+    tol = 1e-9 if dtype == np.float64 else 2e-4
+    B = np.array(B0, dtype=dtype, order="F")
+    X = cho_solve_inplace(L, B, panel=panel)
+    assert X.dtype == dtype and np.shares_memory(X, B)
+    np.testing.assert_allclose(X, expected, rtol=tol, atol=tol)
+    b = B0[:, 1].astype(dtype)
+    x = cho_solve_inplace(L, b, panel=panel)
+    assert np.shares_memory(x, b)
+    np.testing.assert_allclose(x, expected[:, 1], rtol=tol, atol=tol)
+    Bc = np.ascontiguousarray(B0)  # C-ordered: solved in a copy, B kept
+    Xc = cho_solve_inplace(L, Bc, panel=panel)
+    np.testing.assert_array_equal(Bc, B0)
+    np.testing.assert_allclose(Xc, expected, rtol=tol, atol=tol)
+
+
+def test_solve_is_blocked_above_the_threshold_and_checks_panel(monkeypatch):
+    from tfbdl.gp import cholesky
+
+    monkeypatch.setattr(cholesky, "BLOCKED_ABOVE", 40)
+    monkeypatch.setattr(cholesky, "PANEL", 16)
+    calls = []
+    original = cholesky._blocked_solve
+    monkeypatch.setattr(cholesky, "_blocked_solve", lambda L, X, panel: calls.append(panel) or original(L, X, panel))
+    K0 = random_spd(60, seed=11)
+    L, _ = cholesky_inplace(K0.copy())
+    B = np.ones((60, 2), order="F")
+    np.testing.assert_allclose(cho_solve_inplace(L, B), np.linalg.solve(K0, np.ones((60, 2))), rtol=1e-9)
+    K1 = random_spd(30, seed=12)
+    cho_solve_inplace(cholesky_inplace(K1.copy())[0], np.ones(30))
+    assert calls == [16, 30]  # at or below the threshold: one panel, i.e. two whole-matrix solves
+    with pytest.raises(ValueError, match="panel"):
+        cho_solve_inplace(L, B, panel=0)
+    assert cho_solve_inplace(L, np.ones((60, 0))).shape == (60, 0)
+
+
+def test_blocked_solve_allocates_nothing():
+    n = 2000
+    L, _ = cholesky_inplace(random_spd(n, seed=13), panel=256)
+    B = np.asfortranarray(np.random.default_rng(13).standard_normal((n, 3)))
+    tracemalloc.start()
+    try:
+        cho_solve_inplace(L, B, panel=256)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < B.nbytes / 4
 
 
 # ----------------------------------------------------------------------------- exact GP
