@@ -118,7 +118,7 @@ def load_images(scale: str, data_dir, count: int):
     train = load_for_run("mnist", "train", scale, data_dir)
     pool, pool_text = training_pool(train.labels.size)
     n = train.fit_count(count, option=typed_option("images"), available=pool.size)
-    train.note(f"the first {n:,} of {pool_text}")
+    train.note(f"{scale} asked for the release's images: the first {n:,} of {pool_text}")
     keep = pool[:n]
     return train.images[keep].astype(np.float64) / 255.0, keep, train.labels[keep], [train.provenance]
 
